@@ -1,0 +1,113 @@
+"""Services for people and access: users with roles and teams, API keys (create, verify, revoke)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from costmonitor.errors import InvalidParameters
+
+from .models import ApiKey, AuditLog, Membership, Team
+
+ROLES = ("researcher", "admin")
+KEY_PREFIX = "cm_"
+_KEY_CACHE_SECONDS = 300
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def _cache_key(key_hash: str) -> str:
+    return f"apikey:{key_hash}"
+
+
+def user_provision(*, username: str, role: str, team_name: str | None = None, password: str | None = None,
+                   email: str = ""):
+    """Create or update a user with exactly one role and (optionally) membership of a team."""
+    if role not in ROLES:
+        raise InvalidParameters(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.", field="role")
+    User = get_user_model()
+    with transaction.atomic():
+        user, _created = User.objects.get_or_create(username=username, defaults={"email": email})
+        if email:
+            user.email = email
+        user.is_staff = role == "admin"  # admins also use the Django admin
+        if password is not None:
+            user.set_password(password)
+        user.save()
+        user.groups.remove(*Group.objects.filter(name__in=ROLES))
+        user.groups.add(Group.objects.get(name=role))
+        if team_name:
+            team, _ = Team.objects.get_or_create(name=team_name)
+            Membership.objects.get_or_create(user=user, team=team)
+    return user
+
+
+def api_key_create(*, user, name: str, team: Team | None = None) -> tuple[ApiKey, str]:
+    """Create a key; the raw key is returned once and never stored."""
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(user=user, team=team, name=name[:100] or "API key",
+                                    prefix=raw_key[:11], key_hash=hash_key(raw_key))
+    AuditLog.objects.create(actor=user, action="api_key.created", object_type="ApiKey",
+                            object_id=str(api_key.pk), changes={"name": api_key.name, "prefix": api_key.prefix})
+    return api_key, raw_key
+
+
+def api_key_authenticate(*, raw_key: str):
+    """Return (user, api_key) for an active key, else None. Cached by hash; revocation evicts."""
+    key_hash = hash_key(raw_key)
+    found = cache.get(_cache_key(key_hash))
+    if found is None:
+        api_key = (ApiKey.objects.select_related("user").filter(key_hash=key_hash, revoked_at__isnull=True).first())
+        if api_key is None:
+            return None
+        found = (api_key.user, api_key)
+        cache.set(_cache_key(key_hash), found, _KEY_CACHE_SECONDS)
+    user, api_key = found
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
+        # Written at most once a minute per key: last-used is for humans, not for the hot path.
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+        cache.set(_cache_key(key_hash), (user, api_key), _KEY_CACHE_SECONDS)
+    return user, api_key
+
+
+def api_key_revoke(*, api_key: ApiKey, actor) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+        cache.delete(_cache_key(api_key.key_hash))
+        AuditLog.objects.create(actor=actor, action="api_key.revoked", object_type="ApiKey",
+                                object_id=str(api_key.pk), changes={"prefix": api_key.prefix})
+    return api_key
+
+
+def team_for_recording(*, user, api_key: ApiKey | None = None, team_id: int | None = None) -> Team:
+    """The team a record or reservation is booked to: explicit (if allowed), the key's, or the user's first."""
+    from costmonitor.api.scoping import is_admin
+
+    if team_id is not None:
+        team = Team.objects.filter(pk=team_id).first()
+        if team is None or (not is_admin(user) and not Membership.objects.filter(user=user, team=team).exists()):
+            raise InvalidParameters("Unknown team, or you are not a member of it.", field="team")
+        return team
+    if api_key is not None and api_key.team_id:
+        return api_key.team
+    cached = getattr(user, "_default_team", None)
+    if cached is not None:
+        return cached
+    membership = Membership.objects.filter(user=user).select_related("team").order_by("team_id").first()
+    if membership is None:
+        raise InvalidParameters("You belong to no team; ask an admin to add you to one.", field="team")
+    user._default_team = membership.team
+    return membership.team

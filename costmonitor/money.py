@@ -1,0 +1,13 @@
+"""Project-wide money constants: every amount is a Decimal in USD."""
+
+from decimal import Decimal
+
+MONEY_DIGITS = 18
+MONEY_PLACES = 6  # per-call costs are fractions of a cent
+ZERO = Decimal("0")
+MONEY_QUANTUM = Decimal("0.000001")
+MAX_SINGLE_COST = Decimal("1000000")  # anything above is a client bug, not an API call
+
+
+def money_field_kwargs(**extra):
+    return {"max_digits": MONEY_DIGITS, "decimal_places": MONEY_PLACES, "default": ZERO, **extra}

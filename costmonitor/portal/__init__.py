@@ -1,0 +1,1 @@
+"""The team web portal: server-rendered pages on the apps' services and selectors."""
