@@ -1,4 +1,9 @@
-"""Services for people and access: users with roles and teams, API keys (create, verify, revoke)."""
+"""Services for people and access: users with roles and teams, API keys (create, verify, revoke).
+
+A verified key is cached by its hash (the hot path reads no database row for it). Anything that
+changes a key or its owner evicts that entry at once: revocation here, and the signal receivers
+at the bottom for edits made elsewhere (the Django admin, a deactivated user, a deleted key).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from costmonitor.errors import InvalidParameters
@@ -32,7 +38,11 @@ def _cache_key(key_hash: str) -> str:
 
 def user_provision(*, username: str, role: str, team_name: str | None = None, password: str | None = None,
                    email: str = ""):
-    """Create or update a user with exactly one role and (optionally) membership of a team."""
+    """Create or update a user with exactly one role and (optionally) membership of a team.
+
+    Admins are also staff and superusers: they run the Django admin (teams, users, keys), which
+    needs Django's model permissions beyond the four roles' ones.
+    """
     if role not in ROLES:
         raise InvalidParameters(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.", field="role")
     User = get_user_model()
@@ -40,7 +50,7 @@ def user_provision(*, username: str, role: str, team_name: str | None = None, pa
         user, _created = User.objects.get_or_create(username=username, defaults={"email": email})
         if email:
             user.email = email
-        user.is_staff = role == "admin"  # admins also use the Django admin
+        user.is_staff = user.is_superuser = role == "admin"
         if password is not None:
             user.set_password(password)
         user.save()
@@ -111,3 +121,25 @@ def team_for_recording(*, user, api_key: ApiKey | None = None, team_id: int | No
         raise InvalidParameters("You belong to no team; ask an admin to add you to one.", field="team")
     user._default_team = membership.team
     return membership.team
+
+
+def api_key_cache_evict(*, key_hashes) -> None:
+    cache.delete_many([_cache_key(key_hash) for key_hash in key_hashes])
+
+
+def _evict_changed_key(sender, instance, **kwargs):
+    api_key_cache_evict(key_hashes=[instance.key_hash])
+
+
+def _evict_keys_of_changed_user(sender, instance, **kwargs):
+    # On delete the keys are already gone (cascade); their own post_delete evicted them.
+    api_key_cache_evict(key_hashes=ApiKey.objects.filter(user_id=instance.pk).values_list("key_hash", flat=True))
+
+
+# Connected on import: this module is imported by the admin registrations (at start-up, through
+# admin autodiscovery) and by the API-key authentication, so every process that could change or
+# verify a key has them.
+post_save.connect(_evict_changed_key, sender=ApiKey, dispatch_uid="accounts.evict_changed_key")
+post_delete.connect(_evict_changed_key, sender=ApiKey, dispatch_uid="accounts.evict_deleted_key")
+post_save.connect(_evict_keys_of_changed_user, sender=get_user_model(),
+                  dispatch_uid="accounts.evict_keys_of_changed_user")

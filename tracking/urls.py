@@ -1,3 +1,11 @@
-"""API routes of this app (mounted under /api/v1/)."""
+"""Cost tracking API routes (mounted under /api/v1/)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("costs/track", views.TrackCostView.as_view(), name="costs-track"),
+    path("costs/batch", views.BatchOperationView.as_view(), name="costs-batch"),
+    path("costs/bulk", views.BulkTrackView.as_view(), name="costs-bulk"),
+]

@@ -1,0 +1,73 @@
+"""Request and response shapes of the budget endpoints."""
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from costmonitor.money import MAX_SINGLE_COST, MONEY_PLACES
+
+from .models import Budget
+
+_MONEY = {"max_digits": 18, "decimal_places": MONEY_PLACES}
+
+
+class BudgetCheckRequestSerializer(serializers.Serializer):
+    cost_amount = serializers.DecimalField(min_value=Decimal(0), max_value=MAX_SINGLE_COST, **_MONEY)
+    operation_type = serializers.CharField(max_length=100, required=False, default="llm_call")
+    research_category = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    model_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    team = serializers.IntegerField(required=False, min_value=1)
+
+
+class EstimatedTokensSerializer(serializers.Serializer):
+    input = serializers.IntegerField(min_value=0, max_value=100_000_000)
+    output = serializers.IntegerField(min_value=0, max_value=100_000_000, required=False, default=0)
+
+
+class ReserveRequestSerializer(serializers.Serializer):
+    """estimated_cost, or model_name with estimated_tokens (per call) × calls."""
+
+    estimated_cost = serializers.DecimalField(min_value=Decimal(0), max_value=MAX_SINGLE_COST * 1000, required=False,
+                                              **_MONEY)
+    model_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    estimated_tokens = EstimatedTokensSerializer(required=False)
+    calls = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, default=1)
+    operation_type = serializers.CharField(max_length=100, required=False, default="llm_call")
+    research_category = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    team = serializers.IntegerField(required=False, min_value=1)
+    ttl_seconds = serializers.IntegerField(required=False, min_value=1, max_value=7 * 86400)
+
+    def validate(self, attrs):
+        if attrs.get("estimated_cost") is None:
+            if not (attrs.get("model_name") and attrs.get("estimated_tokens")):
+                raise serializers.ValidationError(
+                    {"estimated_cost": ["Send estimated_cost, or model_name with estimated_tokens."]})
+        return attrs
+
+
+class ReservationSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    operation_id = serializers.UUIDField()
+    estimated_cost = serializers.DecimalField(**_MONEY)
+    expires_at = serializers.DateTimeField()
+    status = serializers.CharField()
+
+
+class BudgetLimitsSerializer(serializers.Serializer):
+    daily_budget = serializers.DecimalField(min_value=Decimal(0), max_value=Decimal("1e11"), required=False, **_MONEY)
+    monthly_budget = serializers.DecimalField(min_value=Decimal(0), max_value=Decimal("1e11"), required=False,
+                                              **_MONEY)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError({"daily_budget": ["Send daily_budget and/or monthly_budget."]})
+        return attrs
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Budget
+        fields = ["id", "name", "scope", "team", "user", "research_category", "model_name", "period", "starts_on",
+                  "ends_on", "limit_usd", "warning_percentage", "critical_percentage", "exceeded_percentage",
+                  "enforcement", "is_active", "is_global_default", "created_at", "updated_at"]
+        read_only_fields = ["is_global_default", "created_at", "updated_at"]

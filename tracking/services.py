@@ -1,0 +1,170 @@
+"""Recording usage (the reference's APIUsageMetricsLogger writes): one transaction stores the records,
+moves the budget counters, settles reservations and adds to the hourly rollups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from datetime import timezone as dt_timezone
+from decimal import Decimal
+
+from django.db import IntegrityError, connection, transaction
+
+from budgets import accounts
+from budgets.models import Reservation
+from budgets.services import (
+    SpendLedgerEntry,
+    SpendTarget,
+    counters_record_spend,
+    reservations_lock_for_settlement,
+    reservations_mark,
+)
+from costmonitor.errors import IdempotencyConflict, InvalidParameters
+from costmonitor.money import ZERO
+
+from .events import UsageEvent
+from .models import HourlyRollup, IdempotencyRecord, UsageRecord
+from .pricing import price_tokens
+
+MAX_BULK_EVENTS = 1000
+
+
+def _resolve_cost(event: UsageEvent, field_prefix: str) -> tuple[Decimal, str, str]:
+    if event.cost_usd is not None:
+        return event.cost_usd, "client", ""
+    if not event.model_name:
+        raise InvalidParameters("Send cost_usd, or model_name with token counts to price the call.",
+                                field=f"{field_prefix}cost_usd")
+    quote = price_tokens(model_name=event.model_name, prompt_tokens=event.prompt_tokens,
+                         completion_tokens=event.completion_tokens, at=event.occurred_at)
+    if quote is None:
+        raise InvalidParameters(f"Unknown model {event.model_name!r}: no price is known, so send cost_usd.",
+                                field=f"{field_prefix}model_name")
+    return quote.cost_usd, quote.source, quote.version
+
+
+def _build_record(event: UsageEvent, *, user, api_key, team_id: int, field_prefix: str) -> UsageRecord:
+    cost, source, version = _resolve_cost(event, field_prefix)
+    return UsageRecord(
+        user=user, team_id=team_id, api_key=api_key,
+        kind=UsageRecord.OperationKind.BATCH if event.is_batch else UsageRecord.OperationKind.CALL,
+        operation_name=event.operation_name, operation_type=event.operation_type, model_name=event.model_name,
+        research_category=event.research_category, experiment=event.experiment, run_id=event.run_id,
+        prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+        total_tokens=event.total_tokens, cost_usd=cost, price_source=source, price_version=version,
+        response_time_ms=event.response_time_ms, request_size=event.request_size,
+        response_size=event.response_size, success=event.success, error_type=event.error_type,
+        error_message=event.error_message, batch_size=event.batch_size, success_count=event.success_count,
+        error_count=event.error_count, metadata=event.metadata, occurred_at=event.occurred_at,
+        operation_id=event.operation_id,
+    )
+
+
+def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_prefix="events") -> list[UsageRecord]:
+    """Store events all-or-nothing: records, counters, settled reservations and rollups in one transaction."""
+    if len(events) > MAX_BULK_EVENTS:
+        raise InvalidParameters(f"At most {MAX_BULK_EVENTS} events per request.", field=field_prefix)
+    teams: dict[int | None, int] = {}
+    records = []
+    for index, event in enumerate(events):
+        prefix = f"{field_prefix}[{index}]." if len(events) > 1 else ""
+        if event.team_id not in teams:
+            teams[event.team_id] = accounts.team_for_recording(user=user, api_key=api_key, team_id=event.team_id).pk
+        records.append(_build_record(event, user=user, api_key=api_key, team_id=teams[event.team_id],
+                                     field_prefix=prefix))
+    operation_ids = [r.operation_id for r in records if r.operation_id]
+    if len(set(operation_ids)) != len(operation_ids):
+        raise InvalidParameters("An operation_id may be settled only once.", field="operation_id")
+    with transaction.atomic():
+        settled = reservations_lock_for_settlement(operation_ids=operation_ids, user=user)
+        if len(records) == 1:
+            records[0].save(force_insert=True)
+        else:
+            UsageRecord.objects.bulk_create(records, batch_size=500)
+        counters_record_spend(
+            entries=[SpendLedgerEntry(SpendTarget(r.team_id, user.pk, r.research_category, r.model_name),
+                                      r.cost_usd, r.occurred_at, r.batch_size or 1) for r in records],
+            settle=settled)
+        reservations_mark(reservations=settled, status=Reservation.Status.SETTLED)
+        rollups_add(records=records)
+    return records
+
+
+def usage_record(*, user, api_key=None, event: UsageEvent) -> UsageRecord:
+    return usage_record_many(user=user, api_key=api_key, events=[event])[0]
+
+
+# --- Rollups ----------------------------------------------------------------------------------
+
+def rollups_add(*, records: list[UsageRecord]) -> None:
+    """Add records to their hourly rollups in one upsert (rows sorted, so concurrent writers don't deadlock)."""
+    totals: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, ZERO, ZERO, 0, 0, 0, ZERO, 0])
+    for r in records:
+        hour = r.occurred_at.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+        t = totals[(hour, r.team_id, r.user_id, r.model_name, r.research_category, r.operation_type)]
+        calls = r.batch_size or 1
+        ok = r.success_count if r.batch_size else (1 if r.success else 0)
+        t[0] += calls
+        t[1] += ok
+        t[2] += calls - ok
+        t[3] += r.cost_usd
+        t[4] += r.cost_usd if r.success else ZERO
+        t[5] += r.prompt_tokens
+        t[6] += r.completion_tokens
+        t[7] += r.total_tokens
+        if r.response_time_ms is not None:
+            t[8] += Decimal(r.response_time_ms)
+            t[9] += 1
+    if not totals:
+        return
+    table = HourlyRollup._meta.db_table
+    columns = ("calls", "successful_calls", "failed_calls", "cost_usd", "successful_cost_usd", "prompt_tokens",
+               "completion_tokens", "total_tokens", "response_time_ms_sum", "response_time_count")
+    rows, params = [], []
+    for key in sorted(totals, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5])):
+        rows.append("(" + ", ".join(["%s"] * 16) + ")")
+        params += [*key, *totals[key]]
+    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
+    sql = (f"INSERT INTO {table} (hour, team_id, user_id, model_name, research_category, operation_type, "
+           f"{', '.join(columns)}) VALUES {', '.join(rows)} "
+           f"ON CONFLICT (hour, team_id, user_id, model_name, research_category, operation_type) "
+           f"DO UPDATE SET {updates}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+# --- Idempotency ------------------------------------------------------------------------------
+
+def request_fingerprint(body) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def idempotent_call(*, user, key: str | None, body, produce) -> tuple[int, dict, bool]:
+    """Run `produce() -> (status, body)` once per (owner, key); retries replay the first answer.
+
+    The key row is inserted first, in the same transaction as the work: a concurrent retry waits on
+    the unique index until the first commits, then replays; if the work fails, the key is free again.
+    """
+    if not key:
+        status, answer = produce()
+        return status, answer, False
+    if len(key) > 200:
+        raise InvalidParameters("At most 200 characters.", field="Idempotency-Key")
+    fingerprint = request_fingerprint(body)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                claim = IdempotencyRecord.objects.create(user=user, key=key, request_hash=fingerprint,
+                                                         response_status=0)
+        except IntegrityError:
+            first = IdempotencyRecord.objects.get(user=user, key=key)
+            if first.request_hash != fingerprint:
+                raise IdempotencyConflict(details={"Idempotency-Key": [
+                    "Already used with a different request body."]}) from None
+            return first.response_status, first.response_body, True
+        status, answer = produce()
+        claim.response_status, claim.response_body = status, answer
+        claim.save(update_fields=["response_status", "response_body"])
+    return status, answer, False

@@ -1,0 +1,103 @@
+"""Cost tracking endpoints: parse, authorise, call tracking.services, shape the answer."""
+
+import json
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.utils.encoders import JSONEncoder
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from costmonitor.api.permissions import CanTrackCosts
+from costmonitor.api.throttles import TrackingThrottle
+from costmonitor.errors import InvalidParameters
+
+from . import services
+from .events import parse_event
+from .serializers import (
+    BatchOperationRequestSerializer,
+    BulkTrackRequestSerializer,
+    BulkTrackResponseSerializer,
+    TrackCostRequestSerializer,
+    UsageRecordSerializer,
+)
+
+
+def _idempotency_key(request, body) -> str | None:
+    header = request.headers.get("Idempotency-Key")
+    if header:
+        return header
+    return body.get("request_id") if isinstance(body, dict) and isinstance(body.get("request_id"), str) else None
+
+
+class _RecordingView(APIView):
+    permission_classes = [CanTrackCosts]
+    throttle_classes = [TrackingThrottle]
+
+    def record(self, request, produce):
+        def produce_json():
+            # Stored answers are replayed byte-for-byte alike: normalise to JSON types first.
+            code, answer = produce()
+            return code, json.loads(json.dumps(answer, cls=JSONEncoder))
+
+        body = request.data
+        code, answer, replayed = services.idempotent_call(
+            user=request.user, key=_idempotency_key(request, body), body=body, produce=produce_json)
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return Response(answer, status=code, headers=headers)
+
+
+class TrackCostView(_RecordingView):
+    """log_api_call / track_cost: record one API call."""
+
+    @extend_schema(request=TrackCostRequestSerializer, responses={201: UsageRecordSerializer})
+    def post(self, request):
+        def produce():
+            event = parse_event(request.data)
+            record = services.usage_record(user=request.user, api_key=request.auth, event=event)
+            return status.HTTP_201_CREATED, UsageRecordSerializer(record).data
+
+        return self.record(request, produce)
+
+
+class BatchOperationView(_RecordingView):
+    """log_batch_operation: record a batch of calls as one record."""
+
+    @extend_schema(request=BatchOperationRequestSerializer, responses={201: UsageRecordSerializer})
+    def post(self, request):
+        def produce():
+            event = parse_event(request.data, batch=True)
+            record = services.usage_record(user=request.user, api_key=request.auth, event=event)
+            return status.HTTP_201_CREATED, UsageRecordSerializer(record).data
+
+        return self.record(request, produce)
+
+
+class BulkTrackView(_RecordingView):
+    """Record up to 1,000 events in one request, all or nothing."""
+
+    @extend_schema(request=BulkTrackRequestSerializer, responses={201: BulkTrackResponseSerializer})
+    def post(self, request):
+        def produce():
+            body = request.data
+            events = body.get("events") if isinstance(body, dict) else None
+            if not isinstance(events, list) or not events:
+                raise InvalidParameters("Send {\"events\": [ …track bodies… ]}.", field="events")
+            if len(events) > services.MAX_BULK_EVENTS:
+                raise InvalidParameters(f"At most {services.MAX_BULK_EVENTS} events per request.", field="events")
+            errors, parsed = {}, []
+            for index, raw in enumerate(events):
+                try:
+                    parsed.append(parse_event(raw, prefix=f"events[{index}]."))
+                except InvalidParameters as exc:
+                    errors.update(exc.details)
+            if errors:
+                raise InvalidParameters("Invalid events; nothing was recorded.", details=errors)
+            records = services.usage_record_many(user=request.user, api_key=request.auth, events=parsed)
+            return status.HTTP_201_CREATED, {
+                "recorded": len(records),
+                "total_cost_usd": float(sum(r.cost_usd for r in records)),
+                "ids": [r.pk for r in records],
+            }
+
+        return self.record(request, produce)
