@@ -10,17 +10,12 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
+from .api.middleware import api_requests_served
 from .models import Heartbeat
 
 PROCESS_STARTED = time.time()
 HEARTBEAT_NAME = "qcluster"
 HEARTBEAT_FRESH = timedelta(minutes=3)
-_request_count = 0
-
-
-def count_request() -> None:
-    global _request_count
-    _request_count += 1
 
 
 def heartbeat_record() -> None:
@@ -77,7 +72,6 @@ def table_ok(model) -> bool:
 
 
 def system_health() -> dict:
-    from breakers.models import __name__ as _breakers  # noqa: F401  (app is importable)
     from budgets.models import Budget
     from tracking.models import UsageRecord
 
@@ -102,7 +96,7 @@ def system_health() -> dict:
         "status": status,
         "timestamp": round(time.time(), 3),
         "uptime_seconds": round(time.time() - PROCESS_STARTED, 1),
-        "request_count": _request_count,
+        "request_count": api_requests_served(),
         "components": components,
         "checks": {"database": db, "cache": cache_alive, "worker_heartbeat": worker},
     }

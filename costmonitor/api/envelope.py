@@ -19,12 +19,34 @@ def error_body(code: str, message: str, details=None, retry_after=None) -> dict:
             "meta": meta()}
 
 
+# The error code an HTTP status stands for when nothing more specific is known.
+STATUS_CODES = {
+    400: "INVALID_PARAMETERS",
+    401: "AUTHENTICATION_FAILED",
+    402: "BUDGET_EXCEEDED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "INVALID_PARAMETERS",
+    413: "INVALID_PARAMETERS",
+    415: "INVALID_PARAMETERS",
+    422: "INVALID_PARAMETERS",
+    429: "RATE_LIMIT_EXCEEDED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def code_for_status(status_code: int) -> str:
+    return STATUS_CODES.get(status_code, "INTERNAL_ERROR" if status_code >= 500 else "ERROR")
+
+
 def wrap(data, status_code: int) -> dict:
     if isinstance(data, dict) and data.get("status") == "error" and "error" in data:
         return data
     if status_code >= 400:
-        # A view or DRF answered an error without going through the handler.
-        return error_body("INVALID_PARAMETERS" if status_code == 400 else "ERROR", "Request failed.", data)
+        # A view answered an error Response itself instead of raising: keep its body as details.
+        details = data if isinstance(data, dict) else {"detail": data}
+        return error_body(code_for_status(status_code), "Request failed.", details)
     return {"status": "success", "data": data, "meta": meta()}
 
 

@@ -12,10 +12,11 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
+from rest_framework.views import set_rollback
 
 from costmonitor.errors import CostMonitorError
 
-from .envelope import error_body
+from .envelope import code_for_status, error_body
 from .parsers import PayloadTooLarge
 
 logger = logging.getLogger("costmonitor.api")
@@ -41,7 +42,23 @@ def _message(detail) -> str:
     return "Invalid request parameters."
 
 
+def _drf_code(exc: drf.APIException) -> tuple[str, str | None]:
+    for cls, code, message in _DRF_CODES:
+        if isinstance(exc, cls):
+            return code, message
+    return code_for_status(exc.status_code), None
+
+
+def _field_details(detail) -> dict:
+    """Validation errors keyed by the offending field (`non_field_errors` for the body as a whole)."""
+    if isinstance(detail, dict):
+        return detail
+    return {"non_field_errors": detail if isinstance(detail, list) else [detail]}
+
+
 def envelope_exception_handler(exc, context):
+    # Like DRF's own handler: an error answer must not commit a request-wide transaction.
+    set_rollback()
     headers = {}
     if isinstance(exc, CostMonitorError):
         body = error_body(exc.code, exc.message, exc.details, exc.retry_after)
@@ -55,23 +72,15 @@ def envelope_exception_handler(exc, context):
     elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
     if isinstance(exc, drf.APIException):
-        for cls, code, message in _DRF_CODES:
-            if isinstance(exc, cls):
-                break
-        else:
-            code, message = "ERROR", None
-        details = exc.detail if isinstance(exc, drf.ValidationError) else {}
-        if isinstance(details, list):
-            details = {"non_field_errors": details}
+        code, message = _drf_code(exc)
+        details = _field_details(exc.detail) if isinstance(exc, drf.ValidationError) else {}
         retry_after = None
         if isinstance(exc, drf.Throttled):
-            retry_after = math.ceil(exc.wait or 1)
+            retry_after = max(1, math.ceil(exc.wait or 1))
             headers["Retry-After"] = str(retry_after)
             message = f"Rate limit exceeded. Retry after {retry_after} seconds."
-        if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
-            authenticator = context["request"].authenticators[0] if context.get("request") and context["request"].authenticators else None
-            if authenticator is not None:
-                headers["WWW-Authenticate"] = authenticator.authenticate_header(context["request"])
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
         body = error_body(code, message or _message(exc.detail), details, retry_after)
         return Response(body, status=exc.status_code, headers=headers)
     if isinstance(exc, (OperationalError, InterfaceError)):
