@@ -6,6 +6,8 @@ import re
 import threading
 import uuid
 
+from django.utils.log import log_response
+
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -49,6 +51,10 @@ class RequestIdMiddleware:
         token = _request_id.set(request_id)
         try:
             response = self.get_response(request)
+            if response.status_code >= 400:
+                # Django logs 4xx/5xx answers ("Not Found: /x") after the middleware has returned;
+                # logging it here, inside the request, stamps the line with its id (Django skips it then).
+                log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         finally:
             _request_id.reset(token)
         response["X-Request-ID"] = request_id

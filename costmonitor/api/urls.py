@@ -1,11 +1,10 @@
 """Platform API routes (mounted under /api/v1/)."""
 
 from django.urls import path
-from rest_framework.routers import SimpleRouter
-
 from . import views
+from .routers import OptionalSlashRouter
 
-router = SimpleRouter(trailing_slash="/?")
+router = OptionalSlashRouter()
 router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
 
 urlpatterns = [

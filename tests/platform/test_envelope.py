@@ -167,3 +167,16 @@ def test_configured_log_format_prints_the_request_id(settings):
     RequestIdLogFilter().filter(record)
     assert "[-] costmonitor: hello" in formatter.format(record)
     assert settings.LOGGING["handlers"]["console"]["filters"] == ["request_id"]
+
+
+def test_django_error_log_line_carries_the_request_id(researcher_client, caplog):
+    caplog.handler.addFilter(RequestIdLogFilter())
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        researcher_client.get("/api/v1/no/such/endpoint", HTTP_X_REQUEST_ID="req-404-1")
+    not_found = [record for record in caplog.records if record.name == "django.request"]
+    assert [record.request_id for record in not_found] == ["req-404-1"]
+
+
+def test_api_paths_answer_with_and_without_trailing_slash(researcher_client):
+    assert researcher_client.get("/api/v1/api-keys").status_code == 200
+    assert researcher_client.get("/api/v1/api-keys/").status_code == 200
