@@ -40,6 +40,10 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "costmonitor.api.authentication.ApiKeyAuthentication"
     name = ["BearerApiKey", "HeaderApiKey"]
 
+    def get_security_requirement(self, auto_schema):
+        # Either header will do: two requirements (OR), not one requirement naming both (AND).
+        return [{name: []} for name in self.name]
+
     def get_security_definition(self, auto_schema):
         return [
             {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>"},
