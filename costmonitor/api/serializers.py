@@ -35,9 +35,18 @@ class HealthComponentsSerializer(serializers.Serializer):
     circuit_breaker_manager = serializers.BooleanField()
 
 
+class HealthChecksSerializer(serializers.Serializer):
+    """The probes behind the component flags."""
+
+    database = serializers.BooleanField()
+    cache = serializers.BooleanField()
+    worker_heartbeat = serializers.BooleanField()
+
+
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy"])
     timestamp = serializers.FloatField()
     uptime_seconds = serializers.FloatField()
     request_count = serializers.IntegerField()
     components = HealthComponentsSerializer()
+    checks = HealthChecksSerializer()

@@ -1,0 +1,54 @@
+"""Rate limits and key lookups live in the shared cache (Redis in production), so every web
+process counts against the same limit. Needs Redis: REDIS_TEST_URL (CI sets it)."""
+
+import os
+import uuid
+
+import pytest
+import redis
+
+from ..conftest import client_for
+
+pytestmark = pytest.mark.django_db
+HEALTH = "/api/v1/system/health"
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_cache(settings):
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        if os.environ.get("REDIS_TEST_URL"):
+            pytest.fail(f"REDIS_TEST_URL={REDIS_TEST_URL} does not answer")
+        pytest.skip("needs Redis: set REDIS_TEST_URL=redis://…")
+    prefix = f"test-{uuid.uuid4().hex}"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": REDIS_TEST_URL, "KEY_PREFIX": prefix}}
+    yield prefix
+    raw = redis.Redis.from_url(REDIS_TEST_URL)
+    for key in raw.scan_iter(f"{prefix}:*"):
+        raw.delete(key)
+
+
+def test_throttle_counts_in_redis_where_every_process_sees_it(redis_cache, settings, researcher):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "dashboard": "2/min"}
+    client = client_for(researcher)
+    assert [client.get(HEALTH).status_code for _ in range(2)] == [200, 200]
+    raw = redis.Redis.from_url(REDIS_TEST_URL)
+    counters = raw.keys(f"*{redis_cache}*throttle:dashboard:user:{researcher.pk}:*")
+    assert len(counters) == 1
+    assert int(raw.get(counters[0])) == 2
+    assert 0 < raw.ttl(counters[0]) <= 61  # the window cleans up after itself
+    response = client.get(HEALTH)
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+
+
+def test_revocation_reaches_every_process_through_redis(redis_cache, researcher_client):
+    from budgets.models import ApiKey
+
+    assert researcher_client.get(HEALTH).status_code == 200  # the key is now cached in Redis
+    assert redis.Redis.from_url(REDIS_TEST_URL).keys(f"*{redis_cache}*apikey:*")
+    ApiKey.objects.get(prefix=researcher_client.raw_key[:11]).delete()
+    assert researcher_client.get(HEALTH).status_code == 401
