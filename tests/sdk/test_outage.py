@@ -1,0 +1,134 @@
+"""Nothing is lost when the monitor is down: records wait in the on-disk outbox and arrive exactly once
+when the server is back — sent by `flush()` or by the background thread."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from costmonitor.sdk import CostMonitorClient, Outbox
+from tracking.models import UsageRecord
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class ModelTimeout(Exception):
+    pass
+
+
+def wait_until(condition, seconds: float = 30.0) -> bool:
+    """Poll for an outcome (a bound on waiting, not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def record_some_calls(client: CostMonitorClient, start: int, count: int) -> list[dict]:
+    answers = []
+    for i in range(start, start + count):
+        with client.track_api_call(f"step-{i}", model_name="gpt-4o-mini", research_category="outage") as t:
+            t.set_tokens(prompt=100, completion=20)
+            t.set_cost(0.001)
+        answers.append(t.result)
+    return answers
+
+
+def test_server_stops_pipeline_keeps_recording_and_every_record_arrives_once(restartable_server, researcher_key,
+                                                                            make_client):
+    client = make_client(restartable_server.url, researcher_key)
+    sent = record_some_calls(client, 0, 3)
+    assert all("id" in answer for answer in sent)
+
+    restartable_server.stop()
+    queued = record_some_calls(client, 3, 5)
+    with pytest.raises(ModelTimeout):  # a failed call during the outage is kept too, and the error propagates
+        with client.track_api_call("step-fail", model_name="gpt-4o-mini", research_category="outage"):
+            raise ModelTimeout("upstream timed out")
+    client.log_batch_operation(operation_name="batch-during-outage", batch_size=4, total_tokens=400,
+                               total_cost=0.004, research_category="outage")
+    assert all(answer["queued"] for answer in queued)
+    assert client.pending_records == 7
+    assert client.flush() is False  # still down: nothing is lost, nothing is dropped
+    assert client.pending_records == 7
+    assert UsageRecord.objects.count() == 3
+
+    restartable_server.start()
+    assert client.flush() is True
+    assert client.pending_records == 0
+    assert client.flush() is True  # flushing again sends nothing twice
+
+    names = list(UsageRecord.objects.order_by("operation_name").values_list("operation_name", flat=True))
+    assert names == sorted([f"step-{i}" for i in range(8)] + ["step-fail", "batch-during-outage"])
+    failed = UsageRecord.objects.get(operation_name="step-fail")
+    assert failed.success is False and failed.error_type == "ModelTimeout"
+    assert client.dropped_records == 0
+
+
+def test_background_thread_resends_when_the_server_returns(restartable_server, researcher_key, make_client):
+    client = make_client(restartable_server.url, researcher_key, background_flush=True, flush_interval=0.1)
+    restartable_server.stop()
+    record_some_calls(client, 0, 4)
+    assert client.pending_records == 4
+
+    restartable_server.start()
+    assert wait_until(lambda: client.pending_records == 0)
+    assert wait_until(lambda: UsageRecord.objects.count() == 4)
+    time.sleep(0.3)  # a few more flusher rounds: still exactly once
+    assert UsageRecord.objects.count() == 4
+
+
+def test_records_left_by_a_previous_run_are_resent_by_the_next_client(restartable_server, researcher_key,
+                                                                      make_client):
+    first_run = make_client(restartable_server.url, researcher_key)
+    restartable_server.stop()
+    record_some_calls(first_run, 0, 2)
+    first_run.close()
+
+    restartable_server.start()
+    next_run = make_client(restartable_server.url, researcher_key, background_flush=True, flush_interval=0.1)
+    assert wait_until(lambda: next_run.pending_records == 0)
+    assert UsageRecord.objects.count() == 2
+
+
+def test_a_record_whose_answer_was_lost_is_not_counted_twice(live_server, researcher_key, make_client):
+    """The server stored it but the answer never came back, so the SDK kept it: the resend carries
+    the same idempotency key and body, and the server replays its first answer."""
+    client = make_client(live_server.url, researcher_key)
+    body = {"operation_name": "answer-lost", "cost_usd": 0.02,
+            "occurred_at": (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()}
+    first = client.track_cost(body, idempotency_key="sdk-lost-answer")
+    client.outbox.add(method="POST", path="/costs/track", body=body, idempotency_key="sdk-lost-answer")
+    assert client.flush() is True
+    assert UsageRecord.objects.count() == 1
+    assert UsageRecord.objects.get().pk == first["id"]
+
+
+def test_full_outbox_drops_the_oldest_says_so_and_counts_them(researcher_key, make_client, caplog, live_server):
+    port = free_port()
+    client = make_client(f"http://127.0.0.1:{port}", researcher_key, buffer_max_records=3)
+    with caplog.at_level(logging.WARNING, logger="costmonitor.sdk"):
+        for i in range(5):
+            client.log_api_call(operation_name=f"call-{i}", cost_usd=0.001)
+    assert client.pending_records == 3
+    assert client.dropped_records == 2
+    assert "full" in caplog.text and "dropped" in caplog.text
+    assert [e.body["operation_name"] for e in client.outbox.peek()] == ["call-2", "call-3", "call-4"]
+
+
+def test_outbox_keeps_each_servers_records_apart(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    ours = Outbox(path, target="ours")
+    theirs = Outbox(path, target="theirs")
+    ours.add(method="POST", path="/costs/track", body={"cost": 1}, idempotency_key="k1")
+    theirs.add(method="POST", path="/costs/track", body={"cost": 2}, idempotency_key="k1")
+    assert ours.pending() == 1 and theirs.pending() == 1
+    assert ours.peek()[0].body == {"cost": 1}
+    assert path.stat().st_mode & 0o777 == 0o600
