@@ -1,6 +1,7 @@
 """Platform API routes (mounted under /api/v1/)."""
 
 from django.urls import path
+
 from . import views
 from .routers import OptionalSlashRouter
 

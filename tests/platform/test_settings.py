@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from django.core.checks import run_checks
 
 BASE_DIR = Path(__file__).resolve().parents[2]
