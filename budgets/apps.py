@@ -3,3 +3,6 @@ from django.apps import AppConfig
 
 class BudgetsConfig(AppConfig):
     name = "budgets"
+
+    def ready(self):
+        from . import accounts  # noqa: F401  (connects the API-key cache eviction receivers)
