@@ -248,21 +248,32 @@ def _client(args: argparse.Namespace, store: ConfigStore, *, buffer: bool = Fals
 
 # --- output -----------------------------------------------------------------------------------
 
-_MONEY_WORDS = ("cost", "budget", "limit", "spend", "spent", "remaining", "saved", "savings", "reserved")
+_MONEY_WORDS = ("cost", "budget", "limit", "spend", "spent", "remaining", "saved", "savings", "reserved",
+                "projected", "average", "total_usd")
+_NOT_MONEY_WORDS = ("calls", "count", "tokens", "_ms", "days", "hours", "operations", "alerts", "breakers",
+                    "percent", "rate", "score", "confidence")
 
 
-def _format_value(key: str, value: Any) -> str:
+def _is_money(name: str) -> bool:
+    name = name.lower()
+    if name == "id" or name.endswith("_id"):
+        return False
+    return any(w in name for w in _MONEY_WORDS) and not any(w in name for w in _NOT_MONEY_WORDS)
+
+
+def _format_value(key: str, value: Any, money: bool = False) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     name = key.lower()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if ("time" in name or name.endswith("_at")) and isinstance(value, float) and value > 1e9:
+        if ("time" in name or name.endswith("_at")) and "_ms" not in name and isinstance(value, float) \
+                and value > 1e9:
             return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        if "percent" in name or name.endswith("_rate") or name.endswith("score"):
-            return f"{value:,.1f}%" if "score" not in name else f"{value:,.1f}"
-        if any(word in name for word in _MONEY_WORDS) and "calls" not in name and "count" not in name:
+        if "percent" in name or name.endswith("_rate"):
+            return f"{value:,.1f}%"
+        if money or _is_money(name):
             return f"${value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"${value:,.6f}"
         if isinstance(value, float):
             return f"{value:,.2f}"
@@ -276,10 +287,20 @@ def _title(key: str) -> str:
     return key.replace("_", " ").strip().capitalize()
 
 
+def _is_data_mapping(key: str, value: Mapping[str, Any]) -> bool:
+    """A breakdown keyed by data (categories, models, days, hours) rather than by field names."""
+    name = key.lower()
+    if any(str(k).startswith("by_") for k in value):  # a grouping of breakdowns, keyed by field names
+        return False
+    return name.startswith("by_") or name.endswith(("_breakdown", "_costs", "_distribution", "_categories")) \
+        or name in ("categories", "models", "channels", "circuit_breakers", "components")
+
+
 def render_table(data: Any, title: str | None = None) -> str:
     """A terminal-readable view of an answer: aligned key/value rows, a section per nested object,
     a column table per list of objects."""
     lines: list[str] = []
+    money_context = [False]
 
     def section(name: str) -> None:
         if lines:
@@ -287,21 +308,27 @@ def render_table(data: Any, title: str | None = None) -> str:
         lines.append(name)
         lines.append("-" * len(name))
 
-    def rows(mapping: Mapping[str, Any], heading: str | None) -> None:
+    def rows(mapping: Mapping[str, Any], heading: str | None, data_keys: bool = False) -> None:
+        # data_keys: the keys are data (categories, models, days), shown as they are; values are money
+        # when the mapping's own name says so (cost_breakdown, daily_costs…).
         scalars = [(k, v) for k, v in mapping.items() if not isinstance(v, (dict, list)) or
                    (isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v))]
         nested = [(k, v) for k, v in mapping.items() if (k, v) not in scalars]
         if heading is not None and (scalars or not nested):
             section(heading)
-        width = max((len(_title(k)) for k, _ in scalars), default=0)
+        label = (lambda k: str(k)) if data_keys else _title
+        width = max((len(label(k)) for k, _ in scalars), default=0)
         for k, v in scalars:
-            lines.append(f"  {_title(k).ljust(width)}  {_format_value(k, v)}")
+            lines.append(f"  {label(k).ljust(width)}  {_format_value(k, v, money=data_keys and money_context[-1])}")
         if heading is not None and not scalars and not nested:
             lines.append("  (none)")
         for k, v in nested:
-            name = f"{heading} / {_title(k)}" if heading else _title(k)
+            name = f"{heading} / {label(k)}" if heading else label(k)
             if isinstance(v, dict):
-                rows(v, name)
+                keyed_by_data = _is_data_mapping(k, v)
+                money_context.append(_is_money(k) or (money_context[-1] and data_keys))
+                rows(v, name, keyed_by_data)
+                money_context.pop()
             else:
                 table(v, name)
 
@@ -583,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, store)
     except UsageError as exc:
-        parser.exit(EXIT_USAGE, f"lightrag-budget: error: {exc}\n")
+        return _fail(str(exc), EXIT_USAGE)
     except MonitorUnavailableError as exc:
         return _fail(f"cannot reach the CostMonitor server: {exc}. Is it running? Check --url / COSTMONITOR_URL.",
                      EXIT_UNREACHABLE)

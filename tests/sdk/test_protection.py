@@ -1,0 +1,136 @@
+"""Protected spending: `reserve()` holds budget for a whole experiment, `execute_with_protection` runs a
+call only when its circuit breaker allows it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+
+from budgets.models import Budget, Reservation, SpendCounter
+from budgets.services import global_budget
+from costmonitor.sdk import BudgetExceededException, CircuitBreakerError
+from tracking.models import UsageRecord
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class ExperimentFailed(Exception):
+    pass
+
+
+def daily_counter() -> SpendCounter:
+    return SpendCounter.objects.get(budget=global_budget("daily"))
+
+
+# --- reserve() ------------------------------------------------------------------------------------
+
+def test_reserve_holds_for_the_experiment_and_settles_at_the_end(monitor):
+    with monitor.reserve(model_name="gpt-4o-mini", estimated_tokens={"input": 1000, "output": 500}, calls=20,
+                         research_category="pathway_analysis", experiment="exp-12") as hold:
+        assert hold.state == "held"
+        assert hold.estimated_cost > 0
+        assert daily_counter().reserved == hold.estimated_cost
+        for i in range(3):
+            with hold.track_api_call(f"classify-{i}") as t:
+                t.set_tokens(prompt=1000, completion=500)
+        hold.log_api_call(operation_name="summary", cost_usd=0.01)
+
+    assert hold.state == "settled"
+    assert hold.calls_recorded == 4
+    records = UsageRecord.objects.filter(experiment="exp-12")
+    assert records.count() == 4
+    assert hold.actual_cost == sum(r.cost_usd for r in records)
+    counter = daily_counter()
+    assert counter.reserved == 0
+    assert counter.spent == hold.actual_cost
+    assert Reservation.objects.get(operation_id=hold.operation_id).status == "released"
+
+
+def test_reserve_releases_the_hold_when_the_experiment_fails(monitor):
+    with pytest.raises(ExperimentFailed):
+        with monitor.reserve(estimated_cost=20, research_category="pathway_analysis") as hold:
+            hold.log_api_call(operation_name="first step", cost_usd=0.5)
+            raise ExperimentFailed("bad input file")
+    assert hold.state == "released"
+    counter = daily_counter()
+    assert counter.reserved == 0 and counter.spent == Decimal("0.5")
+
+
+def test_reserve_refuses_an_experiment_the_budget_cannot_hold(monitor, team):
+    Budget.objects.create(name="Pilot", scope=Budget.Scope.TEAM, team=team, limit_usd=Decimal("5"))
+    ran = []
+    with pytest.raises(BudgetExceededException) as caught:
+        with monitor.reserve(estimated_cost=10):
+            ran.append(True)
+    assert not ran
+    assert caught.value.details["budget_name"] == "Pilot"
+    assert not SpendCounter.objects.filter(reserved__gt=0).exists()
+
+
+def test_reserve_fails_open_when_the_server_is_unreachable(researcher_key, make_client):
+    client = make_client(f"http://127.0.0.1:{free_port()}", researcher_key)
+    with client.reserve(estimated_cost=10) as hold:
+        hold.log_api_call(operation_name="offline step", cost_usd=0.2)
+    assert hold.state == "unreserved"
+    assert client.pending_records == 1
+
+
+# --- execute_with_protection ----------------------------------------------------------------------
+
+def openai_like_response(prompt: int, completion: int):
+    return SimpleNamespace(model="gpt-4o-mini", usage=SimpleNamespace(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion))
+
+
+def test_protected_call_runs_when_allowed_and_records_its_cost(monitor):
+    calls = []
+
+    def ask_model():
+        calls.append(True)
+        return openai_like_response(1000, 200)
+
+    result = monitor.execute_with_protection(breaker_name="llm_operations", operation_callable=ask_model,
+                                             operation_type="llm_call", model_name="gpt-4o-mini",
+                                             estimated_tokens={"input": 1000, "output": 200})
+    assert calls == [True]
+    assert result.usage.total_tokens == 1200
+    record = UsageRecord.objects.get()
+    assert record.total_tokens == 1200 and record.cost_usd > 0
+    status = monitor.get_system_status()
+    breaker = status["circuit_breakers"]["llm_operations"]
+    assert breaker["statistics"]["allowed_calls"] >= 1
+
+
+def test_protected_call_failure_is_reported_and_reraised(monitor):
+    def broken():
+        raise ExperimentFailed("model refused")
+
+    with pytest.raises(ExperimentFailed):
+        monitor.execute_with_protection("llm_operations", broken, operation_type="llm_call",
+                                        model_name="gpt-4o-mini", estimated_tokens={"input": 10, "output": 10})
+
+
+def test_open_breaker_blocks_the_call_with_the_servers_details(monitor, team):
+    Budget.objects.create(name="Exhausted", scope=Budget.Scope.TEAM, team=team, limit_usd=Decimal("0.01"))
+    monitor.log_api_call(operation_name="spent it", cost_usd=0.01)
+    ran = []
+    with pytest.raises((CircuitBreakerError, BudgetExceededException)) as caught:
+        monitor.execute_with_protection("llm_operations", lambda: ran.append(True), operation_type="llm_call",
+                                        model_name="gpt-4o-mini", estimated_tokens={"input": 100_000, "output": 1000})
+    assert not ran
+    assert caught.value.status_code in (402, 429, 503)
+    if isinstance(caught.value, CircuitBreakerError):
+        assert caught.value.details
+
+
+def test_protected_call_runs_when_the_monitor_is_down_and_fail_open(researcher_key, make_client):
+    client = make_client(f"http://127.0.0.1:{free_port()}", researcher_key)
+    result = client.execute_with_protection("llm_operations", lambda: openai_like_response(10, 5),
+                                            operation_type="llm_call", model_name="gpt-4o-mini",
+                                            estimated_tokens={"input": 10, "output": 5})
+    assert result.usage.total_tokens == 15
+    assert client.pending_records == 1  # the usage waits in the outbox
