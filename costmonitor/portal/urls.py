@@ -8,4 +8,17 @@ app_name = "portal"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("budgets/", views.budget_list, name="budgets"),
+    path("budgets/new/", views.budget_create, name="budget-create"),
+    path("budgets/<int:pk>/edit/", views.budget_edit, name="budget-edit"),
+    path("budgets/<int:pk>/delete/", views.budget_delete, name="budget-delete"),
+    path("usage/", views.usage, name="usage"),
+    path("usage/export.csv", views.usage_export, name="usage-export"),
+    path("keys/", views.api_keys, name="api-keys"),
+    path("keys/<int:pk>/revoke/", views.api_key_revoke, name="api-key-revoke"),
+    path("alerts/", views.alerts, name="alerts"),
+    path("breakers/", views.breakers, name="breakers"),
+    path("reports/", views.reports, name="reports"),
+    path("reports/download.csv", views.report_download, {"fmt": "csv"}, name="report-csv"),
+    path("reports/download.json", views.report_download, {"fmt": "json"}, name="report-json"),
 ]

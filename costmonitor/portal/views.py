@@ -1,9 +1,316 @@
-"""Portal pages."""
+"""Portal pages. Thin: read through portal.selectors (the apps' selectors), write through the apps'
+services, and say what happened with django.contrib.messages. Admin-only pages answer 403."""
 
+from __future__ import annotations
+
+import csv
+import json
+from functools import wraps
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from budgets import accounts, services as budget_services
+from budgets.models import ApiKey
+from costmonitor.api.permissions import user_has
+from costmonitor.errors import InvalidParameters
+
+from . import charts, selectors
+from .forms import ApiKeyForm, BudgetForm, ReportForm, UsageFilterForm
+
+PAGE_SIZE = 50
 
 
-@login_required
+def role_required(codename: str):
+    """Logged in and holding `budgets.<codename>`; anyone else gets the portal's 403 page."""
+
+    def decorator(view):
+        @login_required
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not user_has(request.user, codename):
+                return render(request, "portal/forbidden.html", {"page": ""}, status=403)
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _page(request, items, size: int = PAGE_SIZE):
+    return Paginator(items, size).get_page(request.GET.get("page"))
+
+
+def _query_without_page(request) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
+
+
+# --- Overview ---------------------------------------------------------------------------------
+
+@role_required("read_budgets")
 def overview(request):
-    return render(request, "portal/overview.html", {"page": "overview"})
+    data = selectors.overview(user=request.user)
+    report = data["report"]
+    models = [(k, v["cost"]) for k, v in report["model_breakdown"].items()]
+    categories = [(k, v["cost"]) for k, v in report["category_breakdown"].items()]
+    hours = list(report["hourly_distribution"].items())
+    chart_list = [
+        {"key": "daily", "title": "Daily spend, last 30 days", "x_label": "Day", "rows": data["series"],
+         "svg": charts.line_chart(
+             title="Daily spend, last 30 days",
+             desc="Spend per day with the daily budget as a horizontal line and a 7-day forecast as a dashed line.",
+             series=data["series"], budget=data["daily_limit"], forecast=data["forecast"])},
+        {"key": "models", "title": "Spend by model", "x_label": "Model", "rows": models,
+         "svg": charts.bar_chart(title="Spend by model, last 30 days", desc="Total spend per model, largest first.",
+                                 items=models)},
+        {"key": "categories", "title": "Spend by research category", "x_label": "Research category",
+         "rows": categories,
+         "svg": charts.bar_chart(title="Spend by research category, last 30 days",
+                                 desc="Total spend per research category, largest first.", items=categories)},
+        {"key": "hours", "title": "Spend by hour of day (UTC)", "x_label": "Hour", "rows": hours,
+         "svg": charts.column_chart(title="Spend by hour of day, last 30 days",
+                                    desc="Total spend in each hour of the day (UTC) over the last 30 days.",
+                                    items=hours)},
+    ]
+    return render(request, "portal/overview.html", {"page": "overview", **data, "chart_list": chart_list})
+
+
+# --- Budgets ----------------------------------------------------------------------------------
+
+@role_required("read_budgets")
+def budget_list(request):
+    page = _page(request, selectors.budgets_visible(request.user).order_by("scope", "name", "pk"), 25)
+    rows = selectors.budget_rows(page.object_list)
+    return render(request, "portal/budgets/list.html", {
+        "page": "budgets", "rows": rows, "page_obj": page, "query": _query_without_page(request),
+        "can_modify": user_has(request.user, "modify_budgets")})
+
+
+@role_required("modify_budgets")
+def budget_create(request):
+    form = BudgetForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                budget = budget_services.budget_create(actor=request.user, **form.service_fields())
+            except (ValidationError, InvalidParameters) as error:
+                _form_error(form, error)
+            else:
+                messages.success(request, f"Budget “{budget.name}” created.")
+                return redirect("portal:budgets")
+        messages.error(request, "The budget was not saved: please correct the fields marked below.")
+    return render(request, "portal/budgets/form.html", {"page": "budgets", "form": form, "budget": None})
+
+
+@role_required("modify_budgets")
+def budget_edit(request, pk: int):
+    budget = get_object_or_404(selectors.budgets_visible(request.user), pk=pk)
+    # The form validates on a copy: ModelForm writes into its instance, and the service must see
+    # the old values to record what changed.
+    form = BudgetForm(request.POST or None, instance=type(budget).objects.get(pk=pk))
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                budget_services.budget_update(budget=budget, actor=request.user, **form.service_fields())
+            except (ValidationError, InvalidParameters) as error:
+                _form_error(form, error)
+            else:
+                messages.success(request, f"Budget “{budget.name}” saved.")
+                return redirect("portal:budgets")
+        messages.error(request, "The budget was not saved: please correct the fields marked below.")
+    return render(request, "portal/budgets/form.html", {"page": "budgets", "form": form, "budget": budget})
+
+
+@role_required("modify_budgets")
+def budget_delete(request, pk: int):
+    budget = get_object_or_404(selectors.budgets_visible(request.user), pk=pk)
+    if request.method == "POST":
+        try:
+            budget_services.budget_delete(budget=budget, actor=request.user)
+        except InvalidParameters as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"Budget “{budget.name}” deleted.")
+        return redirect("portal:budgets")
+    return render(request, "portal/budgets/delete.html", {"page": "budgets", "budget": budget})
+
+
+def _form_error(form, error) -> None:
+    """Put a service's refusal on the form, on the field it names when the form has that field."""
+    if isinstance(error, ValidationError):
+        found = error.message_dict if hasattr(error, "error_dict") else {None: error.messages}
+    else:
+        found = error.details or {None: [error.message]}
+    for field, errors in found.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+# --- Usage explorer ---------------------------------------------------------------------------
+
+USAGE_CSV_COLUMNS = [
+    ("occurred_at", "occurred_at"), ("team", "team.name"), ("user", "user.username"),
+    ("operation_name", "operation_name"), ("operation_type", "operation_type"), ("model_name", "model_name"),
+    ("research_category", "research_category"), ("prompt_tokens", "prompt_tokens"),
+    ("completion_tokens", "completion_tokens"), ("total_tokens", "total_tokens"), ("cost_usd", "cost_usd"),
+    ("response_time_ms", "response_time_ms"), ("success", "success"), ("error_type", "error_type"),
+    ("experiment", "experiment"), ("run_id", "run_id"), ("id", "id"),
+]
+
+
+def _usage_records(request):
+    form = UsageFilterForm(request.GET or None, user=request.user)
+    filters = form.cleaned_data if form.is_valid() else {}
+    return form, selectors.usage_filtered(user=request.user, filters=filters)
+
+
+@role_required("read_budgets")
+def usage(request):
+    form, records = _usage_records(request)
+    if form.is_bound and form.errors:
+        messages.error(request, "Some filters were not understood and are ignored: see the marked fields.")
+    page = _page(request, records)
+    query = _query_without_page(request)
+    return render(request, "portal/usage.html", {
+        "page": "usage", "form": form, "page_obj": page, "query": query,
+        "export_url": reverse("portal:usage-export") + (f"?{query}" if query else "")})
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _csv_value(record, path: str):
+    value = record
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+@role_required("read_budgets")
+def usage_export(request):
+    """The filtered records as CSV, streamed in chunks (a million rows never sit in memory)."""
+    form, records = _usage_records(request)
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow([name for name, _ in USAGE_CSV_COLUMNS])
+        for record in records.iterator(chunk_size=2000):
+            yield writer.writerow([_csv_value(record, path) for _, path in USAGE_CSV_COLUMNS])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
+    return response
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+@role_required("track_costs")
+def api_keys(request):
+    form = ApiKeyForm(request.POST or None, user=request.user)
+    created = None
+    if request.method == "POST":
+        if form.is_valid():
+            api_key, raw_key = accounts.api_key_create(user=request.user, name=form.cleaned_data["name"],
+                                                       team=form.cleaned_data["team"])
+            created = {"key": api_key, "raw": raw_key}
+            messages.success(request, f"API key “{api_key.name}” created. Copy it now: it is shown only once.")
+            form = ApiKeyForm(user=request.user)
+        else:
+            messages.error(request, "The key was not created: please correct the fields marked below.")
+    keys = _page(request, ApiKey.objects.filter(user=request.user).select_related("team"), 25)
+    response = render(request, "portal/api_keys.html", {"page": "keys", "form": form, "page_obj": keys,
+                                                        "created": created, "query": ""})
+    response["Cache-Control"] = "no-store"  # the page may hold a raw key
+    return response
+
+
+@require_POST
+@role_required("track_costs")
+def api_key_revoke(request, pk: int):
+    api_key = get_object_or_404(ApiKey, pk=pk, user=request.user)
+    if api_key.revoked_at:
+        messages.info(request, f"API key “{api_key.name}” was already revoked.")
+    else:
+        accounts.api_key_revoke(api_key=api_key, actor=request.user)
+        messages.success(request, f"API key “{api_key.name}” revoked: it no longer authenticates.")
+    return redirect("portal:api-keys")
+
+
+# --- Reports ----------------------------------------------------------------------------------
+
+def _report(request):
+    form = ReportForm(request.GET or ReportForm.last_days())
+    if not form.is_valid():
+        return form, None
+    start, end = selectors.day_range(form.cleaned_data["start"], form.cleaned_data["end"])
+    return form, selectors.cost_report(user=request.user, start=start, end=end)
+
+
+@role_required("read_budgets")
+def reports(request):
+    form, report = _report(request)
+    chart = None
+    if report is None:
+        messages.error(request, "The report range is not valid: see the marked fields.")
+    else:
+        body = report["cost_report"]
+        chart = charts.line_chart(
+            title="Daily spend in the report range", desc="Spend per day between the chosen dates.",
+            series=selectors.daily_series(body["daily_costs"], form.cleaned_data["start"], form.cleaned_data["end"]))
+    query = f"start={form.data.get('start', '')}&end={form.data.get('end', '')}"
+    return render(request, "portal/reports.html", {"page": "reports", "form": form, "report": report,
+                                                   "chart": chart, "query": query})
+
+
+REPORT_CSV_COLUMNS = ["section", "key", "cost", "calls", "percentage_or_avg_cost"]
+
+
+@role_required("read_budgets")
+def report_download(request, fmt: str):
+    form, report = _report(request)
+    if report is None:
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+    start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+    filename = f"cost-report-{start}-{end}.{fmt}"
+    if fmt == "json":
+        response = HttpResponse(json.dumps(report, indent=2), content_type="application/json")
+    else:
+        body = report["cost_report"]
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        writer = csv.writer(response)
+        writer.writerow(REPORT_CSV_COLUMNS)
+        summary = body["summary"]
+        writer.writerow(["summary", "total", summary["total_cost"], summary["total_calls"], summary["success_rate"]])
+        for day, cost in body["daily_costs"].items():
+            writer.writerow(["daily", day, cost, "", ""])
+        for name, row in body["category_breakdown"].items():
+            writer.writerow(["category", name, row["cost"], row["calls"], row["percentage"]])
+        for name, row in body["model_breakdown"].items():
+            writer.writerow(["model", name, row["cost"], row["calls"], row["avg_cost"]])
+        for hour, cost in body["hourly_distribution"].items():
+            writer.writerow(["hour", hour, cost, "", ""])
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+# --- Alerts -----------------------------------------------------------------------------------
+
+@role_required("read_budgets")
+def alerts(request):
+    return render(request, "portal/alerts.html", {"page": "alerts"})
+
+
+# --- Breakers ---------------------------------------------------------------------------------
+
+@role_required("read_budgets")
+def breakers(request):
+    return render(request, "portal/breakers.html", {"page": "breakers"})
