@@ -1,16 +1,20 @@
-"""Django admin for the budgets app: teams and memberships, users with their teams, API keys, the audit log.
+"""Django admin for the budgets app: teams and memberships, users with their teams, API keys, the audit log,
+and the ledger (budgets, spend counters, reservations).
 
 Keys cannot be created here (the raw key must be shown once: use the API, the portal or
 `manage.py create_api_key`); revoking goes through `accounts.api_key_revoke` so the key stops
 working at once and the revocation is audited.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
 from . import accounts
+from . import services as ledger_services
 from .models import ApiKey, AuditLog, Membership, Team
+from .models import Budget, Reservation, SpendCounter
 
 
 class MembershipInline(admin.TabularInline):
@@ -103,3 +107,87 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- The ledger: budgets, their counters and reservations ---------------------------------------
+
+class BudgetAdminForm(forms.ModelForm):
+    class Meta:
+        model = Budget
+        fields = "__all__"
+
+    def _post_clean(self):
+        super()._post_clean()  # fills the instance and runs the model's own validation
+        for name, messages in ledger_services.budget_scope_errors(self.instance).items():
+            for message in messages:
+                self.add_error(name if name in self.fields else None, message)
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    """Saves go through the ledger services, so admin edits are validated and audited like API ones."""
+
+    form = BudgetAdminForm
+    list_display = ["name", "scope", "period", "limit_usd", "enforcement", "team", "user", "research_category",
+                    "model_name", "is_active", "is_global_default"]
+    list_filter = ["scope", "period", "enforcement", "is_active", "team"]
+    search_fields = ["name", "team__name", "user__username", "research_category", "model_name"]
+    list_select_related = ["team", "user"]
+    autocomplete_fields = ["team", "user"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.is_global_default:
+            return sorted(ledger_services.GLOBAL_FIXED_FIELDS)
+        return []
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data}
+            fresh = Budget.objects.get(pk=obj.pk)
+            ledger_services.budget_update(budget=fresh, actor=request.user, **fields)
+        else:
+            fields = {f.name: getattr(obj, f.name) for f in Budget._meta.concrete_fields
+                      if f.editable and not f.primary_key}
+            created = ledger_services.budget_create(actor=request.user, **fields)
+            obj.pk = created.pk
+
+    def delete_model(self, request, obj):
+        ledger_services.budget_delete(budget=obj, actor=request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj and obj.is_global_default)
+
+    def delete_queryset(self, request, queryset):
+        for budget in queryset.exclude(is_global_default=True):
+            ledger_services.budget_delete(budget=budget, actor=request.user)
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    """Written by the ledger only; an edit here would make the counters disagree with the records."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SpendCounter)
+class SpendCounterAdmin(_ReadOnlyAdmin):
+    list_display = ["budget", "period_key", "spent", "reserved", "calls", "updated_at"]
+    list_filter = ["budget__scope", "budget__period"]
+    search_fields = ["budget__name", "period_key"]
+    list_select_related = ["budget"]
+
+
+@admin.register(Reservation)
+class ReservationAdmin(_ReadOnlyAdmin):
+    list_display = ["operation_id", "user", "team", "estimated_cost", "status", "created_at", "expires_at",
+                    "closed_at"]
+    list_filter = ["status", "team"]
+    search_fields = ["operation_id", "user__username", "operation_type", "model_name"]
+    list_select_related = ["user", "team"]
+    date_hierarchy = "created_at"

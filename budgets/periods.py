@@ -64,3 +64,11 @@ def period_bounds(period: str, at: datetime, *, starts_on: date | None = None,
 
 def budget_period_bounds(budget, at: datetime) -> tuple[datetime, datetime]:
     return period_bounds(budget.period, at, starts_on=budget.starts_on, ends_on=budget.ends_on)
+
+
+def budget_counts_from(budget) -> datetime | None:
+    """The earliest time a budget counts: the start of the period it was created in (a budget made
+    at 14:00 still weighs the morning's spend), or None for a fixed budget (its whole date range)."""
+    if budget.period == FIXED or budget.created_at is None:
+        return None
+    return period_bounds(budget.period, budget.created_at)[0]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django.core.cache import cache
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
+from costmonitor.api.scoping import visible_team_ids
 from costmonitor.money import ZERO
 
-from .models import Budget
-from .periods import budget_period_bounds
-from .services import BudgetState, CheckResult
+from .models import Budget, SpendCounter
+from .periods import budget_period_bounds, budget_zone, local_date, period_bounds
+from .services import BudgetState, CheckResult, budget_states
 
 HEALTH_ORDER = ["healthy", "warning", "critical", "exceeded"]
 _BREAKDOWN_CACHE_SECONDS = 30
@@ -102,3 +104,203 @@ def check_result_dict(result: CheckResult, *, team_ids: list[int] | None) -> dic
         "budgets": [state_dict(s, requested) for s in result.states],
         "denied_by": state_dict(result.denied_by, requested) if result.denied_by else None,
     }
+
+
+# --- Budgets a user may see --------------------------------------------------------------------
+
+def budgets_visible(*, user):
+    """Admins see every budget; others the organisation's, their teams', their own, and the
+    category and model budgets (which apply to everyone's calls)."""
+    budgets = Budget.objects.select_related("team", "user")
+    team_ids = visible_team_ids(user)
+    if team_ids is None:
+        return budgets
+    scope = Budget.Scope
+    return budgets.filter(Q(scope__in=[scope.ORGANIZATION, scope.CATEGORY, scope.MODEL])
+                          | Q(scope=scope.TEAM, team_id__in=team_ids) | Q(scope=scope.USER, user_id=user.pk))
+
+
+# --- get_budget_summary -------------------------------------------------------------------------
+
+def _global_states(at) -> dict[str, BudgetState]:
+    """The organisation's daily and monthly budgets (the reference's global limits) with their counters."""
+    budgets = list(Budget.objects.filter(is_global_default=True))
+    return {state.budget.period: state for state in budget_states(budgets=budgets, at=at)}
+
+
+def _counter_of(state: BudgetState):
+    return SpendCounter.objects.filter(budget=state.budget, period_key=state.period_key).first()
+
+
+def _days_elapsed(budget: Budget, at) -> int:
+    start, _ = budget_period_bounds(budget, at)
+    return (local_date(at) - local_date(start)).days + 1
+
+
+def budget_summary(*, user, at=None) -> dict:
+    """get_budget_summary, field for field: the organisation's daily and monthly budgets (O(1): counters)."""
+    at = at or timezone.now()
+    states = _global_states(at)
+    answer: dict = {}
+    healths = []
+    monthly_counter = None
+    for period in ("daily", "monthly"):
+        state = states.get(period)
+        if state is None:
+            answer[f"{period}_budget"] = None
+            continue
+        budget = state.budget
+        counter = _counter_of(state)
+        if period == "monthly":
+            monthly_counter = counter
+        healths.append(health_of(budget, state.spent))
+        answer[f"{period}_budget"] = {
+            "total_cost": float(state.spent),
+            "budget_limit": float(budget.limit_usd),
+            "percentage_used": percentage(state.spent, budget.limit_usd),
+            "over_budget": state.spent > budget.limit_usd,
+            "remaining_budget": float(max(budget.limit_usd - state.spent, ZERO)),
+            "days_in_period": _days_elapsed(budget, at) if period == "monthly" else 1,
+            "last_updated": (counter.updated_at if counter else at).isoformat().replace("+00:00", "Z"),
+            "reserved_cost": float(state.reserved),
+            "enforcement": budget.enforcement,
+        }
+    operations = monthly_counter.calls if monthly_counter else 0
+    spent = monthly_counter.spent if monthly_counter else ZERO
+    answer["budget_health"] = worst_health(healths)
+    answer["total_operations"] = operations
+    answer["average_cost_per_operation"] = round(float(spent / operations), 6) if operations else 0.0
+    answer["budgets"] = budget_states_visible(user=user, at=at)
+    return answer
+
+
+def budget_states_visible(*, user, at=None) -> list[dict]:
+    """Every active budget the user may see, with its current period's spend (one counter query)."""
+    budgets = list(budgets_visible(user=user).filter(is_active=True))
+    return [state_dict(state) for state in budget_states(budgets=budgets, at=at)]
+
+
+# --- get_budget_status (simple linear projection; budgets.projections may replace it) ----------
+
+def period_projection(budget: Budget, state: BudgetState, at) -> dict:
+    """End-of-period projection: spend so far ÷ the elapsed fraction of the period (linear).
+
+    The dashboards module (budgets.projections.project_period) can answer this with the
+    hour-of-day / day-of-week pattern instead; this function is the single place to plug it in.
+    Confidence grows with the elapsed fraction: early in a period a straight line says little.
+    """
+    start, end = budget_period_bounds(budget, at)
+    length = (end - start).total_seconds()
+    # At least an hour counts as elapsed, so the first minutes of a period don't project absurd sums.
+    elapsed = min(max((at - start).total_seconds(), 3600.0), length)
+    fraction = Decimal(str(elapsed / length))
+    projected = state.spent / fraction if fraction > 0 else state.spent
+    return {"projected_cost": round(float(projected), 2),
+            "confidence": round(min(max(float(fraction), 0.1), 0.95), 2),
+            "projection_method": "linear_trend"}
+
+
+def budget_status(*, user, include_projections: bool = True, at=None) -> dict:
+    """get_budget_status: budget_summary (+ end-of-period projections) for the organisation's budgets."""
+    at = at or timezone.now()
+    states = _global_states(at)
+    summary: dict = {}
+    projections: dict = {}
+    healths = []
+    for period, projected_name in (("daily", "projected_end_of_day"), ("monthly", "projected_end_of_month")):
+        state = states.get(period)
+        if state is None:
+            continue
+        budget = state.budget
+        healths.append(health_of(budget, state.spent))
+        entry = {
+            "total_cost": float(state.spent),
+            "budget_limit": float(budget.limit_usd),
+            "percentage_used": percentage(state.spent, budget.limit_usd),
+            "over_budget": state.spent > budget.limit_usd,
+        }
+        if include_projections:
+            projection = period_projection(budget, state, at)
+            entry[projected_name] = projection["projected_cost"]
+            projections[period] = projection
+        summary[f"{period}_budget"] = entry
+        # The reference's TypeScript client reads flat fields too (its `daily_budget` number cannot
+        # coexist with the object above, which the REST reference defines; the object wins).
+        summary[f"{period}_cost"] = entry["total_cost"]
+        summary[f"{period}_percentage"] = entry["percentage_used"]
+    summary["budget_health"] = worst_health(healths)
+    answer = {"budget_summary": summary}
+    if include_projections:
+        answer["projections"] = projections
+    return answer
+
+
+# --- get_spending_trends (from hourly rollups, days cut in BUDGET_TIMEZONE) ---------------------
+
+TREND_STABLE_BAND = 5.0  # percent: a smaller change between the two halves is "stable"
+PEAK_HOURS = 6
+
+
+def spending_trends(*, user, days: int = 30, at=None) -> dict:
+    """get_spending_trends over the last `days` local days (today included), from HourlyRollup."""
+    from tracking.models import HourlyRollup
+
+    at = at or timezone.now()
+    today = local_date(at)
+    first_day = today - timedelta(days=days - 1)
+    start, _ = period_bounds("daily", at - timedelta(days=days - 1))
+    _, end = period_bounds("daily", at)
+    rollups = HourlyRollup.objects.filter(hour__gte=start, hour__lt=end)
+    team_ids = visible_team_ids(user)
+    if team_ids is not None:
+        rollups = rollups.filter(team_id__in=team_ids)
+    per_hour = rollups.values("hour").annotate(total=Sum("cost_usd")).order_by()
+
+    zone = budget_zone()
+    daily = {(first_day + timedelta(days=i)).isoformat(): ZERO for i in range(days)}
+    by_hour_of_day = [ZERO] * 24
+    weekdays = weekends = ZERO
+    for row in per_hour:
+        local = row["hour"].astimezone(zone)
+        cost = row["total"] or ZERO
+        key = local.date().isoformat()
+        if key in daily:
+            daily[key] += cost
+        by_hour_of_day[local.hour] += cost
+        if local.weekday() >= 5:
+            weekends += cost
+        else:
+            weekdays += cost
+    total = sum(daily.values(), ZERO)
+    direction, change = _trend(list(daily.values()))
+    ranked = sorted((h for h in range(24) if by_hour_of_day[h] > 0), key=lambda h: by_hour_of_day[h], reverse=True)
+    return {
+        "period_days": days,
+        "total_cost": round(float(total), 6),
+        "average_daily_cost": round(float(total / days), 2),
+        "trend_direction": direction,
+        "trend_percentage": change,
+        "daily_costs": {day: round(float(cost), 6) for day, cost in daily.items()},
+        "cost_distribution": {
+            "weekdays": percentage(weekdays, total) if total > 0 else 0.0,
+            "weekends": percentage(weekends, total) if total > 0 else 0.0,
+        },
+        "peak_usage_hours": sorted(ranked[:PEAK_HOURS]),
+    }
+
+
+def _trend(values: list[Decimal]) -> tuple[str, float]:
+    """Compare the mean of the later half of the days with the earlier half."""
+    if len(values) < 2:
+        return "stable", 0.0
+    half = len(values) // 2
+    earlier = sum(values[:half], ZERO) / half
+    later = sum(values[-half:], ZERO) / half
+    if earlier == 0:
+        return ("increasing", 100.0) if later > 0 else ("stable", 0.0)
+    change = round(float((later - earlier) / earlier * 100), 1)
+    if change > TREND_STABLE_BAND:
+        return "increasing", change
+    if change < -TREND_STABLE_BAND:
+        return "decreasing", change
+    return "stable", change

@@ -64,10 +64,29 @@ class BudgetLimitsSerializer(serializers.Serializer):
         return attrs
 
 
+_PERCENT = {"min_value": Decimal("0.01"), "max_value": Decimal("1000")}
+
+
 class BudgetSerializer(serializers.ModelSerializer):
+    """Field-level checks here; the rules between fields (scope ↔ target, dates, rising thresholds)
+    are the service's, so the API and the admin enforce the same ones."""
+
     class Meta:
         model = Budget
         fields = ["id", "name", "scope", "team", "user", "research_category", "model_name", "period", "starts_on",
                   "ends_on", "limit_usd", "warning_percentage", "critical_percentage", "exceeded_percentage",
                   "enforcement", "is_active", "is_global_default", "created_at", "updated_at"]
         read_only_fields = ["is_global_default", "created_at", "updated_at"]
+        extra_kwargs = {
+            "limit_usd": {"min_value": Decimal(0), "max_value": Decimal("1e11")},
+            "warning_percentage": _PERCENT, "critical_percentage": _PERCENT, "exceeded_percentage": _PERCENT,
+        }
+        validators = []  # uniqueness of the global budgets is the service's concern, not the client's
+
+
+class TrendsQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=366, required=False, default=30)
+
+
+class BudgetStatusQuerySerializer(serializers.Serializer):
+    include_projections = serializers.BooleanField(required=False, default=True)

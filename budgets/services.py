@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Iterable
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Q
 from django.dispatch import Signal
@@ -25,7 +26,7 @@ from costmonitor.errors import BudgetExceeded, InvalidParameters
 from costmonitor.money import ZERO
 
 from .models import AuditLog, Budget, Reservation, ReservationHold, SpendCounter
-from .periods import budget_period_key
+from .periods import budget_counts_from, budget_period_key
 
 # Sent inside the recording transaction with the list of CounterChange it made; receivers that
 # cause side effects (alerts) must defer them with transaction.on_commit.
@@ -105,8 +106,9 @@ def budgets_applicable(*, target: SpendTarget) -> list[Budget]:
 
 # --- Counters ---------------------------------------------------------------------------------
 
-def _apply_deltas(deltas: dict[tuple[int, str], _Delta]) -> dict[tuple[int, str], tuple[Decimal, Decimal]]:
-    """Upsert counter deltas in one statement (sorted rows); returns {(budget, key): (spent, reserved)}."""
+def _apply_deltas(deltas: dict[tuple[int, str], _Delta], *, with_ids: bool = False) -> dict[tuple[int, str], tuple]:
+    """Upsert counter deltas in one statement (sorted rows, so concurrent writers lock in the same
+    order); returns {(budget, key): (spent, reserved)}, or (id, spent, reserved) with `with_ids`."""
     if not deltas:
         return {}
     table = SpendCounter._meta.db_table
@@ -119,18 +121,27 @@ def _apply_deltas(deltas: dict[tuple[int, str], _Delta]) -> dict[tuple[int, str]
         f"INSERT INTO {table} (budget_id, period_key, spent, reserved, calls, updated_at) VALUES {', '.join(rows)} "
         f"ON CONFLICT (budget_id, period_key) DO UPDATE SET spent = {table}.spent + EXCLUDED.spent, "
         f"reserved = {table}.reserved + EXCLUDED.reserved, calls = {table}.calls + EXCLUDED.calls, "
-        f"updated_at = EXCLUDED.updated_at RETURNING budget_id, period_key, spent, reserved"
+        f"updated_at = EXCLUDED.updated_at RETURNING id, budget_id, period_key, spent, reserved"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {(b, k): (Decimal(str(s)), Decimal(str(r))) for b, k, s, r in cursor.fetchall()}
+        rows = cursor.fetchall()
+    if with_ids:
+        return {(b, k): (i, Decimal(str(s)), Decimal(str(r))) for i, b, k, s, r in rows}
+    return {(b, k): (Decimal(str(s)), Decimal(str(r))) for _, b, k, s, r in rows}
 
 
 def _spend_deltas(entries: Iterable[SpendLedgerEntry], budgets_by_target) -> tuple[dict, dict]:
     deltas: dict[tuple[int, str], _Delta] = defaultdict(_Delta)
     budgets: dict[int, Budget] = {}
+    counts_from: dict[int, datetime | None] = {}
     for entry in entries:
         for budget in budgets_by_target(entry.target):
+            if budget.id not in counts_from:
+                counts_from[budget.id] = budget_counts_from(budget)
+            since = counts_from[budget.id]
+            if since is not None and entry.occurred_at < since:
+                continue  # a late record from before the budget existed (rebuild_counters agrees)
             key = budget_period_key(budget, entry.occurred_at)
             if key is None:
                 continue
@@ -229,47 +240,44 @@ def budget_exceeded_error(result: CheckResult) -> BudgetExceeded:
 
 def reservation_create(*, target: SpendTarget, amount: Decimal, operation_type: str = "",
                        ttl_seconds: int | None = None) -> Reservation:
-    """Hold `amount` against every applicable budget atomically; BudgetExceeded if a hard one can't take it."""
+    """Hold `amount` against every applicable budget atomically; BudgetExceeded if a hard one can't take it.
+
+    One upsert adds the hold to every counter (creating missing rows) and returns the new totals
+    while it holds the rows' locks; if a hard budget is now over its limit, the transaction rolls
+    back before anyone else could see the hold. Concurrent callers queue on the row locks, so each
+    one verifies against the totals every earlier caller committed.
+    """
     if amount < 0:
         raise InvalidParameters("The estimated cost must not be negative.", field="estimated_cost")
     now = timezone.now()
     ttl = ttl_seconds or settings.RESERVATION_TTL_SECONDS
-    budgets = budgets_applicable(target=target)
+    keyed = [(b, budget_period_key(b, now)) for b in budgets_applicable(target=target)]
+    keyed = [(b, k) for b, k in keyed if k is not None]
     with transaction.atomic():
-        keyed = sorted(((b, budget_period_key(b, now)) for b in budgets), key=lambda bk: (bk[0].id, bk[1] or ""))
-        keyed = [(b, k) for b, k in keyed if k is not None]
-        _apply_deltas({(b.id, k): _Delta() for b, k in keyed})  # make sure every counter row exists
-        counters = {(c.budget_id, c.period_key): c.id for c in SpendCounter.objects.filter(
-            budget_id__in=[b.id for b, _ in keyed])}
-        table = SpendCounter._meta.db_table
-        held = []
-        with connection.cursor() as cursor:
-            for budget, key in keyed:
-                counter_id = counters[(budget.id, key)]
-                if budget.is_hard:
-                    cursor.execute(f"UPDATE {table} SET reserved = reserved + %s, updated_at = %s "
-                                   f"WHERE id = %s AND spent + reserved + CAST(%s AS NUMERIC) <= CAST(%s AS NUMERIC)",
-                                   [amount, now, counter_id, amount, budget.limit_usd])
-                else:
-                    cursor.execute(f"UPDATE {table} SET reserved = reserved + %s, updated_at = %s WHERE id = %s",
-                                   [amount, now, counter_id])
-                if cursor.rowcount != 1:
-                    counter = SpendCounter.objects.get(pk=counter_id)
-                    error = _budget_exceeded(BudgetState(budget, key, counter.spent, counter.reserved), amount)
-                    transaction.set_rollback(True)
-                    raise error
-                held.append(counter_id)
+        after = _apply_deltas({(b.id, k): _Delta(reserved=amount) for b, k in keyed}, with_ids=True)
+        for budget, key in keyed:
+            counter_id, spent, reserved = after[(budget.id, key)]
+            if budget.is_hard and spent + reserved > budget.limit_usd:
+                error = _budget_exceeded(BudgetState(budget, key, spent, reserved - amount), amount)
+                transaction.set_rollback(True)
+                raise error
         reservation = Reservation.objects.create(
             user_id=target.user_id, team_id=target.team_id, estimated_cost=amount, operation_type=operation_type,
             research_category=target.research_category, model_name=target.model_name,
             expires_at=now + timedelta(seconds=ttl))
         ReservationHold.objects.bulk_create(
-            [ReservationHold(reservation=reservation, counter_id=cid, amount=amount) for cid in held])
+            [ReservationHold(reservation=reservation, counter_id=after[(b.id, k)][0], amount=amount)
+             for b, k in keyed])
     return reservation
 
 
 def reservations_lock_for_settlement(*, operation_ids: list, user) -> list[Reservation]:
-    """Lock the caller's held reservations for settling inside the current transaction."""
+    """Lock the caller's reservations for settling inside the current transaction; returns the held ones.
+
+    A reservation that expired or was released no longer holds anything: the actual cost is still
+    recorded (the call happened and its spend must not be lost), there is just no hold to undo.
+    One that was already settled is refused, so the same operation is never counted twice.
+    """
     if not operation_ids:
         return []
     found = list(Reservation.objects.select_for_update().filter(operation_id__in=operation_ids))
@@ -278,9 +286,9 @@ def reservations_lock_for_settlement(*, operation_ids: list, user) -> list[Reser
         reservation = by_id.get(str(operation_id))
         if reservation is None or (reservation.user_id != user.pk and not user.has_perm("budgets.modify_budgets")):
             raise InvalidParameters("Unknown operation_id.", field="operation_id")
-        if reservation.status != Reservation.Status.HELD:
-            raise InvalidParameters(f"This reservation is already {reservation.status}.", field="operation_id")
-    return found
+        if reservation.status == Reservation.Status.SETTLED:
+            raise InvalidParameters("This reservation was already settled by another record.", field="operation_id")
+    return [r for r in found if r.status == Reservation.Status.HELD]
 
 
 def reservations_mark(*, reservations: list[Reservation], status: str) -> None:
@@ -296,8 +304,12 @@ def _release(reservations: list[Reservation], status: str) -> None:
 
 def reservation_release(*, operation_id, user) -> Reservation:
     with transaction.atomic():
-        (reservation,) = reservations_lock_for_settlement(operation_ids=[operation_id], user=user)
-        _release([reservation], Reservation.Status.RELEASED)
+        found = reservations_lock_for_settlement(operation_ids=[operation_id], user=user)
+        if not found:
+            raise InvalidParameters("This reservation no longer holds anything (expired or released).",
+                                    field="operation_id")
+        _release(found, Reservation.Status.RELEASED)
+    reservation = found[0]
     reservation.status = Reservation.Status.RELEASED
     return reservation
 
@@ -335,30 +347,107 @@ def budget_limits_update(*, actor, daily_budget: Decimal | None = None,
     return changed
 
 
+# What each scope names; the other target fields must stay empty, or the budget would not mean what it says.
+_SCOPE_FIELDS = {
+    Budget.Scope.ORGANIZATION: set(),
+    Budget.Scope.TEAM: {"team"},
+    Budget.Scope.USER: {"user"},
+    Budget.Scope.CATEGORY: {"research_category"},
+    Budget.Scope.MODEL: {"model_name"},
+}
+# The organisation's daily and monthly budgets keep what makes them the reference's global limits.
+GLOBAL_FIXED_FIELDS = {"scope", "period", "team", "user", "research_category", "model_name", "starts_on",
+                        "ends_on", "is_active"}
+
+
+def budget_scope_errors(budget: Budget) -> dict[str, list[str]]:
+    """Target fields that the budget's scope does not use, and dates on a non-fixed budget."""
+    errors: dict[str, list[str]] = {}
+    named = _SCOPE_FIELDS.get(budget.scope, set())
+    for name, value in (("team", budget.team_id), ("user", budget.user_id),
+                        ("research_category", budget.research_category), ("model_name", budget.model_name)):
+        if value and name not in named:
+            errors.setdefault(name, []).append(f"A {budget.get_scope_display().lower()} budget does not name a "
+                                               f"{name.replace('_', ' ')}.")
+    if budget.period != Budget.Period.FIXED and (budget.starts_on or budget.ends_on):
+        errors.setdefault("starts_on", []).append("Only fixed-period budgets have start and end dates.")
+    return errors
+
+
+def budget_validation_errors(budget: Budget) -> dict[str, list[str]]:
+    """Model validation plus scope consistency, keyed by field (empty when the budget is valid)."""
+    errors = budget_scope_errors(budget)
+    try:
+        budget.full_clean(exclude=["is_global_default"])
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            errors.setdefault("non_field_errors" if name == "__all__" else name, []).extend(messages)
+    return errors
+
+
+def _budget_validate(budget: Budget) -> None:
+    errors = budget_validation_errors(budget)
+    if errors:
+        raise InvalidParameters(next(iter(errors.values()))[0], details=errors)
+
+
+# Changing any of these changes which records a budget counts: its counters are recomputed.
+_COUNTING_FIELDS = {"scope", "period", "team", "user", "research_category", "model_name", "starts_on", "ends_on",
+                    "is_active"}
+
+
+def _counters_seed(budget: Budget) -> None:
+    """Count the records a new (or re-targeted, or re-activated) budget already covers.
+
+    Inside the caller's transaction, with new records paused (SHARE lock) until it commits: a record
+    stored meanwhile either is seen here or, inserted after, sees this budget (recording reads the
+    budgets after inserting its row).
+    """
+    from tracking.models import UsageRecord
+    from tracking.rebuild import counters_rebuild
+
+    if not budget.is_active:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {UsageRecord._meta.db_table} IN SHARE MODE")
+    counters_rebuild(budgets=[budget], write=True)
+
+
+def _actor(actor):
+    return actor if actor is not None and actor.is_authenticated else None
+
+
 def budget_update(*, budget: Budget, actor, **fields) -> Budget:
     """Change a budget; every changed field is written to the audit log (who, when, old, new)."""
     changes = {}
-    for name, value in fields.items():
-        old = getattr(budget, name)
-        if old != value:
-            changes[name] = [_plain(old), _plain(value)]
-            setattr(budget, name, value)
-    if changes:
-        budget.full_clean()
-        budget.save()
-        AuditLog.objects.create(actor=actor if actor and actor.is_authenticated else None,
-                                action="budget.updated", object_type="Budget", object_id=str(budget.pk),
-                                changes=changes)
+    with transaction.atomic():
+        for name, value in fields.items():
+            old = getattr(budget, name)
+            if old != value:
+                if budget.is_global_default and name in GLOBAL_FIXED_FIELDS:
+                    raise InvalidParameters("The organisation's global budgets keep their scope and period; "
+                                            "change their limit, thresholds or enforcement.", field=name)
+                changes[name] = [_plain(old), _plain(value)]
+                setattr(budget, name, value)
+        if changes:
+            _budget_validate(budget)
+            budget.save()
+            AuditLog.objects.create(actor=_actor(actor), action="budget.updated", object_type="Budget",
+                                    object_id=str(budget.pk), changes=changes)
+            if changes.keys() & _COUNTING_FIELDS:
+                _counters_seed(budget)
     return budget
 
 
 def budget_create(*, actor, **fields) -> Budget:
     budget = Budget(**fields)
-    budget.full_clean()
-    budget.save()
-    AuditLog.objects.create(actor=actor if actor and actor.is_authenticated else None, action="budget.created",
-                            object_type="Budget", object_id=str(budget.pk),
-                            changes={k: [None, _plain(v)] for k, v in fields.items()})
+    _budget_validate(budget)
+    with transaction.atomic():
+        budget.save()
+        AuditLog.objects.create(actor=_actor(actor), action="budget.created", object_type="Budget",
+                                object_id=str(budget.pk), changes={k: [None, _plain(v)] for k, v in fields.items()})
+        _counters_seed(budget)
     return budget
 
 
@@ -366,10 +455,11 @@ def budget_delete(*, budget: Budget, actor) -> None:
     if budget.is_global_default:
         raise InvalidParameters("The organisation's daily and monthly budgets can be changed, not deleted.",
                                 field="budget")
-    AuditLog.objects.create(actor=actor if actor and actor.is_authenticated else None, action="budget.deleted",
-                            object_type="Budget", object_id=str(budget.pk),
-                            changes={"name": [budget.name, None], "limit_usd": [_plain(budget.limit_usd), None]})
-    budget.delete()
+    with transaction.atomic():
+        AuditLog.objects.create(actor=_actor(actor), action="budget.deleted", object_type="Budget",
+                                object_id=str(budget.pk),
+                                changes={"name": [budget.name, None], "limit_usd": [_plain(budget.limit_usd), None]})
+        budget.delete()
 
 
 def _plain(value):

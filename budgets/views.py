@@ -2,15 +2,17 @@
 
 from decimal import Decimal
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from budgets import accounts
-from costmonitor.api.permissions import CanModifyBudgets, CanTrackCosts
+from costmonitor.api.permissions import CanModifyBudgets, CanReadBudgets, CanTrackCosts, ReadOrModify
 from costmonitor.api.scoping import visible_team_ids
-from costmonitor.api.throttles import BudgetCheckThrottle
+from costmonitor.api.throttles import BudgetCheckThrottle, DashboardThrottle
+from costmonitor.errors import InvalidParameters
 from tracking.pricing import price_tokens
 
 from . import selectors, services
@@ -18,8 +20,10 @@ from .serializers import (
     BudgetCheckRequestSerializer,
     BudgetLimitsSerializer,
     BudgetSerializer,
+    BudgetStatusQuerySerializer,
     ReservationSerializer,
     ReserveRequestSerializer,
+    TrendsQuerySerializer,
 )
 
 
@@ -68,10 +72,6 @@ class ReserveView(APIView):
 
 
 def reservation_estimate(data) -> Decimal:
-    from django.utils import timezone
-
-    from costmonitor.errors import InvalidParameters
-
     tokens = data["estimated_tokens"]
     quote = price_tokens(model_name=data["model_name"], prompt_tokens=tokens["input"],
                          completion_tokens=tokens.get("output", 0), at=timezone.now())
@@ -114,3 +114,64 @@ class BudgetLimitsView(APIView):
             "monthly_budget": float(services.global_budget("monthly").limit_usd),
             "updated": {period: BudgetSerializer(budget).data for period, budget in changed.items()},
         })
+
+
+class BudgetViewSet(viewsets.ModelViewSet):
+    """Budgets: everyone with read_budgets lists the ones they may see; modify_budgets creates,
+    changes and deletes them (each change audited)."""
+
+    serializer_class = BudgetSerializer
+    permission_classes = [ReadOrModify]
+    queryset = selectors.Budget.objects.none()  # for the schema generator; requests use get_queryset()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return selectors.Budget.objects.none()
+        return selectors.budgets_visible(user=self.request.user)
+
+    def perform_create(self, serializer):
+        serializer.instance = services.budget_create(actor=self.request.user, **serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = services.budget_update(budget=serializer.instance, actor=self.request.user,
+                                                     **serializer.validated_data)
+
+    def perform_destroy(self, instance):
+        services.budget_delete(budget=instance, actor=self.request.user)
+
+
+class BudgetSummaryView(APIView):
+    """get_budget_summary: the organisation's daily and monthly budgets, read from counters."""
+
+    permission_classes = [CanReadBudgets]
+    throttle_classes = [DashboardThrottle]
+
+    def get(self, request):
+        return Response(selectors.budget_summary(user=request.user))
+
+
+class SpendingTrendsView(APIView):
+    """get_spending_trends?days=: daily costs, trend, weekday/weekend split, peak hours."""
+
+    permission_classes = [CanReadBudgets]
+    throttle_classes = [DashboardThrottle]
+
+    @extend_schema(parameters=[TrendsQuerySerializer])
+    def get(self, request):
+        params = TrendsQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(selectors.spending_trends(user=request.user, days=params.validated_data["days"]))
+
+
+class BudgetStatusView(APIView):
+    """get_budget_status?include_projections=: budget summary with end-of-period projections."""
+
+    permission_classes = [CanReadBudgets]
+    throttle_classes = [DashboardThrottle]
+
+    @extend_schema(parameters=[BudgetStatusQuerySerializer])
+    def get(self, request):
+        params = BudgetStatusQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(selectors.budget_status(user=request.user,
+                                                include_projections=params.validated_data["include_projections"]))

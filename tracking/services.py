@@ -45,10 +45,10 @@ def _resolve_cost(event: UsageEvent, field_prefix: str) -> tuple[Decimal, str, s
     return quote.cost_usd, quote.source, quote.version
 
 
-def _build_record(event: UsageEvent, *, user, api_key, team_id: int, field_prefix: str) -> UsageRecord:
+def _build_record(event: UsageEvent, *, user, api_key, team, field_prefix: str) -> UsageRecord:
     cost, source, version = _resolve_cost(event, field_prefix)
     return UsageRecord(
-        user=user, team_id=team_id, api_key=api_key,
+        user=user, team=team, api_key=api_key,
         kind=UsageRecord.OperationKind.BATCH if event.is_batch else UsageRecord.OperationKind.CALL,
         operation_name=event.operation_name, operation_type=event.operation_type, model_name=event.model_name,
         research_category=event.research_category, experiment=event.experiment, run_id=event.run_id,
@@ -66,13 +66,13 @@ def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_pre
     """Store events all-or-nothing: records, counters, settled reservations and rollups in one transaction."""
     if len(events) > MAX_BULK_EVENTS:
         raise InvalidParameters(f"At most {MAX_BULK_EVENTS} events per request.", field=field_prefix)
-    teams: dict[int | None, int] = {}
+    teams: dict[int | None, object] = {}
     records = []
     for index, event in enumerate(events):
         prefix = f"{field_prefix}[{index}]." if len(events) > 1 else ""
         if event.team_id not in teams:
-            teams[event.team_id] = accounts.team_for_recording(user=user, api_key=api_key, team_id=event.team_id).pk
-        records.append(_build_record(event, user=user, api_key=api_key, team_id=teams[event.team_id],
+            teams[event.team_id] = accounts.team_for_recording(user=user, api_key=api_key, team_id=event.team_id)
+        records.append(_build_record(event, user=user, api_key=api_key, team=teams[event.team_id],
                                      field_prefix=prefix))
     operation_ids = [r.operation_id for r in records if r.operation_id]
     if len(set(operation_ids)) != len(operation_ids):

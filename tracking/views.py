@@ -2,18 +2,24 @@
 
 import json
 
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
-from rest_framework.utils.encoders import JSONEncoder
 from rest_framework import status
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
-from costmonitor.api.permissions import CanTrackCosts
-from costmonitor.api.throttles import TrackingThrottle
+from costmonitor.api.permissions import CanReadBudgets, CanTrackCosts
+from costmonitor.api.scoping import scope_to_teams
+from costmonitor.api.throttles import DashboardThrottle, TrackingThrottle
 from costmonitor.errors import InvalidParameters
 
 from . import services
 from .events import parse_event
+from .filters import UsageRecordFilter
+from .models import UsageRecord
 from .serializers import (
     BatchOperationRequestSerializer,
     BulkTrackRequestSerializer,
@@ -101,3 +107,28 @@ class BulkTrackView(_RecordingView):
             }
 
         return self.record(request, produce)
+
+
+class UsageRecordPagination(CursorPagination):
+    ordering = ("-occurred_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class UsageRecordListView(ListAPIView):
+    """The caller's teams' usage records (all for admins), newest first, filtered, cursor-paginated."""
+
+    serializer_class = UsageRecordSerializer
+    permission_classes = [CanReadBudgets]
+    throttle_classes = [DashboardThrottle]
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = UsageRecordFilter
+    pagination_class = UsageRecordPagination
+    queryset = UsageRecord.objects.none()  # for the schema generator; requests use get_queryset()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return UsageRecord.objects.none()
+        records = UsageRecord.objects.select_related("user", "team")
+        return scope_to_teams(records, self.request.user)
