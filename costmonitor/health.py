@@ -72,6 +72,7 @@ def table_ok(model) -> bool:
 
 
 def system_health() -> dict:
+    from breakers.models import CircuitBreaker
     from budgets.models import Budget
     from tracking.models import UsageRecord
 
@@ -84,7 +85,7 @@ def system_health() -> dict:
         "cost_persistence": db,
         "alert_system": db and cache_alive,
         "real_time_monitor": worker,
-        "circuit_breaker_manager": db,
+        "circuit_breaker_manager": db and table_ok(CircuitBreaker),
     }
     if not db:
         status = "unhealthy"
