@@ -556,6 +556,25 @@ class CostMonitorClient:
         """The breakers' states and statistics (the reference's `cb_manager.get_system_status()`)."""
         return self.request("GET", "/breakers/status")
 
+    def create_circuit_breaker(self, name: str, threshold_rules: Iterable[Any] | None = None,
+                               failure_threshold: int = 5, recovery_timeout: float = 60.0,
+                               **fields: Any) -> dict[str, Any]:
+        """Create a breaker (admins). Rules: mappings or objects with the reference's `CostThresholdRule`
+        attributes (rule_id, threshold_type, threshold_value, action, …)."""
+        rules = []
+        for rule in threshold_rules or []:
+            if not isinstance(rule, Mapping):
+                rule = {k: getattr(rule, k) for k in ("rule_id", "threshold_type", "threshold_value", "action",
+                                                      "throttle_factor", "cooldown_seconds", "window_minutes",
+                                                      "model_name", "research_category") if hasattr(rule, k)}
+            rules.append({k: getattr(v, "value", v) for k, v in rule.items()})  # enums → their value
+        body = _compact({"name": name, "rules": rules, "failure_threshold": failure_threshold,
+                         "recovery_timeout": recovery_timeout, **fields})
+        return self.request("POST", "/breakers", json=body)
+
+    def reset_circuit_breaker(self, name: str, *, clear_statistics: bool = False) -> dict[str, Any]:
+        return self.request("POST", f"/breakers/{name}/reset", json={"clear_statistics": clear_statistics})
+
     def breaker_execute(self, breaker_name: str, *, operation_type: str = "llm_call", model_name: str | None = None,
                         estimated_tokens: Mapping[str, int] | None = None,
                         estimated_cost: float | Decimal | None = None,
@@ -571,7 +590,7 @@ class CostMonitorClient:
                               operation_type: str | None = None, *, success: bool = True,
                               error_type: str | None = None) -> dict[str, Any]:
         """Report a protected operation's outcome and actual cost to its breaker."""
-        body = _compact({"success": success, "actual_cost": actual_cost, "error_type": error_type,
+        body = _compact({"success": success, "actual_cost": actual_cost, "error_type": error_type or None,
                          "operation_type": operation_type})
         return self.request("POST", f"/breakers/{breaker_name}/operations/{operation_id}/result", json=body)
 

@@ -13,6 +13,7 @@ released.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -38,60 +39,77 @@ def execute_with_protection(client: CostMonitorClient, breaker_name: str, operat
                             estimated_cost: float | Decimal | None = None, research_category: str | None = None,
                             args: tuple = (), kwargs: Mapping[str, Any] | None = None,
                             cost_of: Callable[[Any], float | Decimal | None] | None = None,
-                            record_usage: bool = True, operation_name: str | None = None) -> Any:
+                            operation_name: str | None = None) -> Any:
     """Run `operation_callable(*args, **kwargs)` under breaker `breaker_name`; return its result.
 
-    The actual cost reported to the breaker is `cost_of(result)` when given; otherwise, if the
-    result carries an OpenAI-style `usage`, the call is recorded (with `record_usage`) and the
-    server's price for those tokens is used; otherwise the breaker's estimate.
-    Raises `CircuitBreakerError` (blocked: 503, throttled: 429, with `retry_after_seconds`) or
-    `BudgetExceededException` without running the callable. When the server is unreachable the
-    callable runs if `client.fail_open` (its usage still recorded through the outbox), else
-    `MonitorUnavailableError` is raised.
+    The server admits the call with a budget hold and an `operation_id`, or refuses it:
+    `CircuitBreakerError` (blocked: HTTP 503; throttled: 429; `retry_after_seconds` and the rule in
+    `details`) or `BudgetExceededException` — the callable is then never run.
+    Afterwards the outcome is reported to the breaker, which records the usage once and settles the
+    hold: the actual cost is `cost_of(result)` when given, else the server prices the tokens of an
+    OpenAI-style `result.usage`, else the estimate stands. A callable that raises is reported as a
+    failure (its error type and message) and the exception propagates.
+    When the server is unreachable the callable runs if `client.fail_open` (its usage is recorded
+    through the outbox), else `MonitorUnavailableError` is raised.
     """
     kwargs = dict(kwargs or {})
     category = research_category or client.default_research_category
+    name = operation_name or getattr(operation_callable, "__name__", None) or operation_type
     try:
         permit = client.breaker_execute(breaker_name, operation_type=operation_type, model_name=model_name,
                                         estimated_tokens=estimated_tokens, estimated_cost=estimated_cost,
                                         research_category=category)
     except CostMonitorError as exc:
         client._fail_open_or_raise(exc, f"circuit breaker {breaker_name!r}")
-        permit = {"allowed": True, "operation_id": None, "degraded": True}
-    operation_id = permit.get("operation_id")
-    name = operation_name or getattr(operation_callable, "__name__", None) or operation_type
-
+        return _run_unprotected(client, operation_callable, args, kwargs, name=name, operation_type=operation_type,
+                                model_name=model_name, research_category=category, cost_of=cost_of,
+                                breaker_name=breaker_name)
+    operation_id = permit["operation_id"]
+    started = time.perf_counter()
     try:
         result = operation_callable(*args, **kwargs)
     except BaseException as exc:
-        _report(client, breaker_name, operation_id, operation_type, actual_cost=None, success=False,
-                error_type=type(exc).__name__)
+        _report(client, breaker_name, operation_id, {
+            "success": False, "error_type": type(exc).__name__, "error_message": str(exc)[:1000],
+            "response_time_ms": _elapsed_ms(started), "operation_type": operation_type})
         raise
-
+    report: dict[str, Any] = {"success": True, "response_time_ms": _elapsed_ms(started),
+                              "operation_type": operation_type}
     actual_cost = _as_decimal(cost_of(result)) if cost_of is not None else None
     usage = openai_usage(result)
-    if record_usage and usage is not None:
-        record = client.log_api_call(
-            operation_name=name, operation_type=operation_type, model_name=model_name or usage["model"],
-            research_category=category, cost_usd=actual_cost,
-            token_usage={k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-            metadata={"breaker": breaker_name, **({"usage_details": usage["details"]} if usage["details"] else {})})
-        if actual_cost is None and isinstance(record, Mapping) and record.get("cost_usd") is not None:
-            actual_cost = _as_decimal(record["cost_usd"])
-    if actual_cost is None:
-        actual_cost = _as_decimal(permit.get("estimated_cost"))
-    _report(client, breaker_name, operation_id, operation_type, actual_cost=actual_cost, success=True,
-            error_type=None)
+    if usage is not None:
+        report["prompt_tokens"] = usage["prompt_tokens"]
+        report["completion_tokens"] = usage["completion_tokens"]
+        if usage["details"]:
+            report["metadata"] = {"usage_details": usage["details"]}
+    if actual_cost is not None:
+        report["actual_cost"] = actual_cost
+    elif usage is None or not (usage["prompt_tokens"] or usage["completion_tokens"]):
+        report["actual_cost"] = _as_decimal(permit.get("estimated_cost"))  # nothing better is known
+    _report(client, breaker_name, operation_id, report)
     return result
 
 
-def _report(client: CostMonitorClient, breaker_name: str, operation_id: str | None, operation_type: str, *,
-            actual_cost: Decimal | None, success: bool, error_type: str | None) -> None:
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _run_unprotected(client: CostMonitorClient, operation_callable, args, kwargs, *, name, operation_type,
+                     model_name, research_category, cost_of, breaker_name) -> Any:
+    """Fail-open path: run the call and record it like `track_api_call` would (the outbox keeps it)."""
+    with client.track_api_call(name, model_name=model_name, research_category=research_category,
+                               operation_type=operation_type, metadata={"breaker": breaker_name,
+                                                                        "unprotected": True}) as tracker:
+        result = operation_callable(*args, **kwargs)
+        if openai_usage(result) is not None:
+            tracker.set_usage_from_openai(result)
+        if cost_of is not None and cost_of(result) is not None:
+            tracker.set_cost(cost_of(result))
+    return result
+
+
+def _report(client: CostMonitorClient, breaker_name: str, operation_id: str, body: dict[str, Any]) -> None:
     """Tell the breaker how the operation went; through the outbox, so an outage loses nothing."""
-    if not operation_id:
-        return
-    body = {"success": success, "actual_cost": actual_cost, "error_type": error_type,
-            "operation_type": operation_type}
     try:
         client._record(f"/breakers/{breaker_name}/operations/{operation_id}/result",
                        {k: v for k, v in body.items() if v is not None},

@@ -86,7 +86,16 @@ def openai_like_response(prompt: int, completion: int):
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion))
 
 
-def test_protected_call_runs_when_allowed_and_records_its_cost(monitor):
+@pytest.fixture
+def llm_breaker(admin_monitor):
+    """The reference's example breaker: block at 95 % of the daily budget."""
+    rule = SimpleNamespace(rule_id="daily_budget_protection", threshold_type="percentage_daily",
+                           threshold_value=95.0, action="block")
+    return admin_monitor.create_circuit_breaker("llm_operations", threshold_rules=[rule], failure_threshold=5,
+                                                recovery_timeout=60.0)
+
+
+def test_protected_call_runs_when_allowed_and_its_usage_is_recorded_once(monitor, llm_breaker):
     calls = []
 
     def ask_model():
@@ -99,32 +108,65 @@ def test_protected_call_runs_when_allowed_and_records_its_cost(monitor):
     assert calls == [True]
     assert result.usage.total_tokens == 1200
     record = UsageRecord.objects.get()
-    assert record.total_tokens == 1200 and record.cost_usd > 0
-    status = monitor.get_system_status()
-    breaker = status["circuit_breakers"]["llm_operations"]
-    assert breaker["statistics"]["allowed_calls"] >= 1
+    assert (record.prompt_tokens, record.completion_tokens) == (1000, 200)
+    assert record.cost_usd > 0 and record.success is True
+    assert Reservation.objects.get(operation_id=record.operation_id).status == "settled"
+    assert daily_counter().reserved == 0
+    breaker = monitor.get_system_status()["circuit_breakers"]["llm_operations"]
+    assert breaker["statistics"]["allowed_calls"] == 1
+    assert breaker["state"] == "closed"
 
 
-def test_protected_call_failure_is_reported_and_reraised(monitor):
+def test_protected_call_with_a_known_cost(monitor, llm_breaker):
+    monitor.execute_with_protection("llm_operations", lambda: {"answer": 42}, operation_type="embedding_call",
+                                    estimated_cost=0.02, cost_of=lambda result: 0.015)
+    assert UsageRecord.objects.get().cost_usd == Decimal("0.015")
+
+
+def test_protected_call_failure_is_reported_and_reraised(monitor, llm_breaker):
     def broken():
         raise ExperimentFailed("model refused")
 
-    with pytest.raises(ExperimentFailed):
+    with pytest.raises(ExperimentFailed, match="model refused"):
         monitor.execute_with_protection("llm_operations", broken, operation_type="llm_call",
                                         model_name="gpt-4o-mini", estimated_tokens={"input": 10, "output": 10})
+    record = UsageRecord.objects.get()
+    assert record.success is False and record.error_type == "ExperimentFailed"
+    breaker = monitor.get_system_status()["circuit_breakers"]["llm_operations"]
+    assert breaker["failure_count"] == 1
 
 
-def test_open_breaker_blocks_the_call_with_the_servers_details(monitor, team):
-    Budget.objects.create(name="Exhausted", scope=Budget.Scope.TEAM, team=team, limit_usd=Decimal("0.01"))
-    monitor.log_api_call(operation_name="spent it", cost_usd=0.01)
+def test_blocking_rule_refuses_the_call_with_the_servers_details(monitor, admin_monitor):
+    admin_monitor.create_circuit_breaker("guarded", threshold_rules=[
+        {"rule_id": "no_big_calls", "threshold_type": "operation_cost", "threshold_value": 0.01, "action": "block"}])
     ran = []
-    with pytest.raises((CircuitBreakerError, BudgetExceededException)) as caught:
-        monitor.execute_with_protection("llm_operations", lambda: ran.append(True), operation_type="llm_call",
-                                        model_name="gpt-4o-mini", estimated_tokens={"input": 100_000, "output": 1000})
+    with pytest.raises(CircuitBreakerError) as caught:
+        monitor.execute_with_protection("guarded", lambda: ran.append(True), operation_type="llm_call",
+                                        model_name="gpt-4o", estimated_tokens={"input": 100_000, "output": 10_000})
     assert not ran
-    assert caught.value.status_code in (402, 429, 503)
-    if isinstance(caught.value, CircuitBreakerError):
-        assert caught.value.details
+    exc = caught.value
+    assert exc.status_code == 503 and not exc.throttled
+    assert exc.details["rule_id"] == "no_big_calls"
+    assert "guarded" in str(exc)
+    assert not UsageRecord.objects.exists()
+
+
+def test_throttling_breaker_answers_429_with_retry_after(monitor, admin_monitor):
+    admin_monitor.create_circuit_breaker("trickle", throttle_rate=0)
+    with pytest.raises(CircuitBreakerError) as caught:
+        monitor.execute_with_protection("trickle", lambda: None, estimated_cost=0.001)
+    assert caught.value.throttled and caught.value.status_code == 429
+    assert caught.value.retry_after_seconds is not None
+
+
+def test_protected_call_over_a_hard_budget_raises_budget_exceeded(monitor, admin_monitor, team):
+    admin_monitor.create_circuit_breaker("no_rules")  # the breaker admits it; the budget hold cannot
+    Budget.objects.create(name="Pilot", scope=Budget.Scope.TEAM, team=team, limit_usd=Decimal("0.001"))
+    ran = []
+    with pytest.raises(BudgetExceededException) as caught:
+        monitor.execute_with_protection("no_rules", lambda: ran.append(True), estimated_cost=0.5)
+    assert not ran
+    assert caught.value.details["budget_name"] == "Pilot"
 
 
 def test_protected_call_runs_when_the_monitor_is_down_and_fail_open(researcher_key, make_client):
@@ -134,3 +176,13 @@ def test_protected_call_runs_when_the_monitor_is_down_and_fail_open(researcher_k
                                             estimated_tokens={"input": 10, "output": 5})
     assert result.usage.total_tokens == 15
     assert client.pending_records == 1  # the usage waits in the outbox
+
+
+def test_protected_call_is_refused_when_the_monitor_is_down_and_fail_closed(researcher_key, make_client):
+    from costmonitor.sdk import MonitorUnavailableError
+
+    client = make_client(f"http://127.0.0.1:{free_port()}", researcher_key, fail_open=False)
+    ran = []
+    with pytest.raises(MonitorUnavailableError):
+        client.execute_with_protection("llm_operations", lambda: ran.append(True), estimated_cost=0.01)
+    assert not ran
