@@ -1,6 +1,6 @@
 """Budget API routes (mounted under /api/v1/)."""
 
-from django.urls import path
+from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
 from . import views
@@ -18,4 +18,5 @@ urlpatterns = [
     path("budget/trends", views.SpendingTrendsView.as_view(), name="budget-trends"),
     path("budget/status", views.BudgetStatusView.as_view(), name="budget-status"),
     *router.urls,
+    path("", include("budgets.dashboard_urls")),
 ]

@@ -171,7 +171,10 @@ class BudgetStatusView(APIView):
 
     @extend_schema(parameters=[BudgetStatusQuerySerializer])
     def get(self, request):
+        from . import analytics  # the dashboards' projections (budgets.projections), scoped by team
+        from .dashboard_views import integer
+
         params = BudgetStatusQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        return Response(selectors.budget_status(user=request.user,
-                                                include_projections=params.validated_data["include_projections"]))
+        return Response(analytics.get_budget_status(user=request.user, team_id=integer(request, "team"),
+                                                    include_projections=params.validated_data["include_projections"]))
