@@ -8,6 +8,7 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
+from breakers.models import CircuitBreaker, CostThresholdRule
 from budgets.models import Budget, Team
 from budgets.periods import budget_zone
 
@@ -145,3 +146,36 @@ class ReportForm(forms.Form):
             elif (end - start).days >= MAX_REPORT_DAYS:
                 self.add_error("end", f"A report covers at most {MAX_REPORT_DAYS} days.")
         return cleaned
+
+
+# --- Circuit breakers -------------------------------------------------------------------------
+
+class BreakerForm(forms.ModelForm):
+    class Meta:
+        model = CircuitBreaker
+        fields = ["name", "description", "failure_threshold", "recovery_timeout", "throttle_rate"]
+        labels = {"recovery_timeout": "Recovery timeout (seconds)", "throttle_rate": "Throttle rate (fraction admitted)"}
+
+    def validate_unique(self):
+        """Uniqueness of the name is the service's to decide (and to word)."""
+
+
+class RuleForm(forms.ModelForm):
+    class Meta:
+        model = CostThresholdRule
+        fields = ["rule_id", "threshold_type", "threshold_value", "action", "throttle_factor", "cooldown_seconds",
+                  "window_minutes", "team", "model_name", "research_category", "is_active"]
+        labels = {"rule_id": "Rule id", "threshold_value": "Threshold", "cooldown_seconds": "Cooldown (seconds)",
+                  "window_minutes": "Window (minutes)", "model_name": "Only model", "research_category":
+                  "Only research category", "team": "Only team", "throttle_factor": "Throttle factor"}
+
+    def validate_unique(self):
+        """Rule ids are checked per breaker by the service."""
+
+    def service_fields(self) -> dict:
+        fields = {name: self.cleaned_data[name] for name in self.Meta.fields}
+        fields["team"] = fields["team"] or None
+        return fields
+
+
+RuleFormSet = forms.formset_factory(RuleForm, extra=1, can_delete=True)

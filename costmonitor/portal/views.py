@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from breakers import selectors as breaker_selectors, services as breaker_services
+from breakers.models import CircuitBreaker
 from budgets import accounts, services as budget_services
 from budgets.models import ApiKey
 from costmonitor.api.permissions import user_has
 from costmonitor.errors import InvalidParameters
 
 from . import charts, selectors
-from .forms import ApiKeyForm, BudgetForm, ReportForm, UsageFilterForm
+from .forms import ApiKeyForm, BreakerForm, BudgetForm, ReportForm, RuleForm, RuleFormSet, UsageFilterForm
 
 PAGE_SIZE = 50
 
@@ -313,4 +316,79 @@ def alerts(request):
 
 @role_required("read_budgets")
 def breakers(request):
-    return render(request, "portal/breakers.html", {"page": "breakers"})
+    page = _page(request, breaker_selectors.breakers_with_rules(), 20)
+    return render(request, "portal/breakers/list.html", {
+        "page": "breakers", "page_obj": page, "query": "", "counts": breaker_selectors.breakers_state_counts(),
+        "can_modify": user_has(request.user, "modify_budgets")})
+
+
+@role_required("read_budgets")
+def breaker_detail(request, name: str):
+    detail = breaker_selectors.breaker_detail(name)
+    if detail is None:
+        raise Http404("No circuit breaker has this name.")
+    return render(request, "portal/breakers/detail.html", {
+        "page": "breakers", **detail, "can_modify": user_has(request.user, "modify_budgets")})
+
+
+def _rules_from(formset) -> list[dict]:
+    return [form.service_fields() for form in formset.forms
+            if form.has_changed() and not form.cleaned_data.get("DELETE")]
+
+
+def _breaker_form(request, breaker=None):
+    initial_rules = [{name: getattr(rule, name) for name in RuleForm.Meta.fields}
+                     for rule in breaker.rules.all()] if breaker else []
+    form = BreakerForm(request.POST or None, instance=breaker)
+    rules = RuleFormSet(request.POST or None, initial=initial_rules, prefix="rules")
+    if request.method == "POST":
+        if form.is_valid() and rules.is_valid():
+            fields = {name: form.cleaned_data[name] for name in BreakerForm.Meta.fields}
+            try:
+                if breaker is None:
+                    saved = breaker_services.breaker_create(actor=request.user, rules=_rules_from(rules), **fields)
+                else:
+                    saved = breaker_services.breaker_update(breaker=breaker, actor=request.user,
+                                                            rules=_rules_from(rules), **fields)
+            except InvalidParameters as error:
+                _breaker_errors(form, rules, error)
+            else:
+                messages.success(request, f"Circuit breaker “{saved.name}” {'created' if breaker is None else 'saved'}.")
+                return redirect("portal:breaker-detail", name=saved.name)
+        messages.error(request, "The circuit breaker was not saved: please correct the fields marked below.")
+    return render(request, "portal/breakers/form.html", {"page": "breakers", "form": form, "rules": rules,
+                                                         "breaker": breaker})
+
+
+def _breaker_errors(form, rules, error: InvalidParameters) -> None:
+    """Map the service's `rules[i].field` details back onto the formset's forms."""
+    kept = [f for f in rules.forms if f.has_changed() and not f.cleaned_data.get("DELETE")]
+    for key, problems in (error.details or {None: [error.message]}).items():
+        match = re.match(r"rules\[(\d+)\]\.(\w+)", key or "")
+        if match and int(match[1]) < len(kept):
+            target, field = kept[int(match[1])], match[2]
+            target.add_error(field if field in target.fields else None, problems)
+        else:
+            form.add_error(key if key in form.fields else None, problems)
+
+
+@role_required("modify_budgets")
+def breaker_create(request):
+    return _breaker_form(request)
+
+
+@role_required("modify_budgets")
+def breaker_edit(request, name: str):
+    return _breaker_form(request, get_object_or_404(CircuitBreaker, name=name))
+
+
+@require_POST
+@role_required("modify_budgets")
+def breaker_reset(request, name: str):
+    try:
+        breaker = breaker_services.breaker_reset(breaker_name=name, actor=request.user,
+                                                 clear_statistics=request.POST.get("clear_statistics") == "on")
+    except breaker_services.BreakerNotFound:
+        raise Http404("No circuit breaker has this name.") from None
+    messages.success(request, f"Circuit breaker “{breaker.name}” reset: it is closed again.")
+    return redirect("portal:breaker-detail", name=breaker.name)
