@@ -310,13 +310,14 @@ def _scoped(queryset, rule: CostThresholdRule):
     return queryset
 
 
-def _committed_between(rule: CostThresholdRule, start: datetime, end: datetime) -> Decimal:
-    """Recorded spend in [start, end) plus held reservations taken in it, within the rule's scope."""
-    spent = _scoped(UsageRecord.objects.filter(occurred_at__gte=start, occurred_at__lt=end), rule).aggregate(
-        total=Sum("cost_usd"))["total"] or ZERO
-    held = _scoped(Reservation.objects.filter(status=Reservation.Status.HELD, created_at__gte=start,
-                                              created_at__lt=end), rule).aggregate(
-        total=Sum("estimated_cost"))["total"] or ZERO
+def _committed_since(rule: CostThresholdRule, start: datetime, end: datetime | None = None) -> Decimal:
+    """Recorded spend from `start` (to `end`) plus the reservations held since then, within the rule's scope."""
+    records = UsageRecord.objects.filter(occurred_at__gte=start)
+    holds = Reservation.objects.filter(status=Reservation.Status.HELD, created_at__gte=start)
+    if end is not None:
+        records, holds = records.filter(occurred_at__lt=end), holds.filter(created_at__lt=end)
+    spent = _scoped(records, rule).aggregate(total=Sum("cost_usd"))["total"] or ZERO
+    held = _scoped(holds, rule).aggregate(total=Sum("estimated_cost"))["total"] or ZERO
     return spent + held
 
 
@@ -338,7 +339,7 @@ def _absolute(rule: CostThresholdRule, period: str, estimate: Decimal, now: date
             (state,) = budget_states(budgets=[organisation], at=now)
             return state.committed + estimate
     start, end = period_bounds(period, now)
-    return _committed_between(rule, start, min(end, now + timedelta(microseconds=1))) + estimate
+    return _committed_since(rule, start, end) + estimate
 
 
 def rule_reading(rule: CostThresholdRule, *, target: SpendTarget, estimate: Estimate,
@@ -360,8 +361,7 @@ def rule_reading(rule: CostThresholdRule, *, target: SpendTarget, estimate: Esti
     elif kind == ThresholdType.ABSOLUTE_MONTHLY:
         value = _absolute(rule, Budget.Period.MONTHLY, estimate.cost, now)
     elif kind == ThresholdType.RATE_PER_MINUTE:
-        window_end = now + timedelta(microseconds=1)
-        spent = _committed_between(rule, window_end - timedelta(minutes=rule.window_minutes), window_end)
+        spent = _committed_since(rule, now - timedelta(minutes=rule.window_minutes))
         value = ((spent + estimate.cost) / rule.window_minutes).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
     else:  # a type added to the model but not here is a bug, not a silent pass
         raise ValueError(f"Unknown threshold type {kind!r}")

@@ -1,12 +1,16 @@
 """Circuit breaker endpoints: parse, authorise, call breakers.services, shape the answer."""
 
+import json
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from costmonitor.api.permissions import CanModifyBudgets, CanReadBudgets, CanTrackCosts, ReadOrModify
 from costmonitor.api.throttles import BudgetCheckThrottle, DashboardThrottle
+from tracking.services import idempotent_call
 
 from . import selectors, services
 from .models import NAME_PATTERN
@@ -91,13 +95,20 @@ class BreakerResultView(APIView):
 
     @extend_schema(request=ResultRequestSerializer, responses=ResultResponseSerializer)
     def post(self, request, name, operation_id):
-        params = ResultRequestSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        data = dict(params.validated_data)
-        data.pop("operation_type", None)
-        result = services.breaker_settle(breaker_name=name, operation_id=operation_id, user=request.user,
-                                         api_key=request.auth, **data)
-        return Response(result)
+        def produce():
+            params = ResultRequestSerializer(data=request.data)
+            params.is_valid(raise_exception=True)
+            data = dict(params.validated_data)
+            data.pop("operation_type", None)
+            result = services.breaker_settle(breaker_name=name, operation_id=operation_id, user=request.user,
+                                             api_key=request.auth, **data)
+            return status.HTTP_200_OK, json.loads(json.dumps(result, cls=JSONEncoder))
+
+        # The SDK reports through an outbox that may resend: the same Idempotency-Key replays the first answer.
+        key = request.headers.get("Idempotency-Key")
+        code, answer, replayed = idempotent_call(user=request.user, key=key,
+                                                 body={"path": request.path, "body": request.data}, produce=produce)
+        return Response(answer, status=code, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
 
 class BreakerResetView(APIView):
