@@ -197,6 +197,19 @@ DEFAULT_MONTHLY_BUDGET = env.str("DEFAULT_MONTHLY_BUDGET", default="1000")
 RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=900)
 ALERTS_ALLOW_PRIVATE_URLS = env.bool("ALERTS_ALLOW_PRIVATE_URLS", default=False)
 ALERT_SEND_TIMEOUT_SECONDS = env.float("ALERT_SEND_TIMEOUT_SECONDS", default=10.0)
+# Alert delivery: bounded attempts with exponential backoff (base × 2^(n-1), capped). A delivery
+# claimed longer ago than ALERT_CLAIM_TIMEOUT_SECONDS is taken to be abandoned by a dead worker
+# (keep it above Q_CLUSTER's task timeout, so a slow but live send is never sent twice).
+ALERT_MAX_ATTEMPTS = env.int("ALERT_MAX_ATTEMPTS", default=6)
+ALERT_RETRY_BASE_SECONDS = env.int("ALERT_RETRY_BASE_SECONDS", default=30)
+ALERT_RETRY_MAX_SECONDS = env.int("ALERT_RETRY_MAX_SECONDS", default=3600)
+ALERT_CLAIM_TIMEOUT_SECONDS = env.int("ALERT_CLAIM_TIMEOUT_SECONDS", default=180)
+ALERT_FORECAST_MIN_CONFIDENCE = env.float("ALERT_FORECAST_MIN_CONFIDENCE", default=0.2)
+# Anomaly alerts: the last window's spend above ANOMALY_FACTOR × the median window of the baseline days.
+ANOMALY_FACTOR = env.float("ANOMALY_FACTOR", default=5.0)
+ANOMALY_MIN_SPEND = env.str("ANOMALY_MIN_SPEND", default="1.00")
+ANOMALY_WINDOW_MINUTES = env.int("ANOMALY_WINDOW_MINUTES", default=15)
+ANOMALY_BASELINE_DAYS = env.int("ANOMALY_BASELINE_DAYS", default=7)
 
 # --- REST API -------------------------------------------------------------------------------
 RATE_LIMITS = {
