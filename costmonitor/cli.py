@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -270,7 +270,7 @@ def _format_value(key: str, value: Any, money: bool = False) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if ("time" in name or name.endswith("_at")) and "_ms" not in name and isinstance(value, float) \
                 and value > 1e9:
-            return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         if "percent" in name or name.endswith("_rate"):
             return f"{value:,.1f}%"
         if money or _is_money(name):
@@ -343,10 +343,10 @@ def render_table(data: Any, title: str | None = None) -> str:
             columns.extend(k for k in item if k not in columns and not isinstance(item[k], (dict, list)))
         cells = [[_format_value(c, item.get(c)) for c in columns] for item in dicts]
         widths = [max(len(_title(c)), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-        lines.append("  " + "  ".join(_title(c).ljust(w) for c, w in zip(columns, widths)))
+        lines.append("  " + "  ".join(_title(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
         lines.append("  " + "  ".join("-" * w for w in widths))
         for row in cells:
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
     if isinstance(data, dict):
         rows(data, title)
@@ -385,7 +385,7 @@ def _date_arg(value: str) -> str:
     text = value.strip()
     try:
         if len(text) == 10:
-            datetime.strptime(text, "%Y-%m-%d")
+            date.fromisoformat(text)
         else:
             datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -521,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def fmt(p: argparse.ArgumentParser, default: str = "table") -> None:
-        p.add_argument("--format", choices=["table", "json"], default=default, help=f"output format (default {default})")
+        p.add_argument("--format", choices=["table", "json"], default=default,
+                       help=f"output format (default {default})")
 
     p = commands.add_parser("status", help="today's and this month's spend against the budgets",
                             description="Show the budget status: daily and monthly spend, limits, health.")

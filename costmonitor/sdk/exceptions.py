@@ -34,9 +34,11 @@ class CostMonitorError(Exception):
     def __str__(self) -> str:
         if not self.details or self.code != "INVALID_PARAMETERS":
             return self.message
-        problems = "; ".join(f"{field}: {' '.join(map(str, why)) if isinstance(why, list) else why}"
-                             for field, why in self.details.items())
-        return f"{self.message} ({problems})"
+        problems = []
+        for field, why in self.details.items():
+            text = " ".join(map(str, why)) if isinstance(why, list) else str(why)
+            problems.append(field if text.strip() == self.message.strip() else f"{field}: {text}")
+        return f"{self.message} ({'; '.join(problems)})"
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(code={self.code!r}, status={self.status_code}, "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -148,20 +148,23 @@ class ApiCallTracker:
 
     def __enter__(self) -> ApiCallTracker:
         self._started = time.perf_counter()
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         elapsed_ms = (time.perf_counter() - (self._started or time.perf_counter())) * 1000
+        cost = self.cost_usd
         if exc is not None:
             self.success = False
             self.error_type = exc_type.__name__
             self.error_message = str(exc)[:_ERROR_MESSAGE_LIMIT]
+            if cost is None and not self.token_usage:
+                cost = Decimal("0")  # failed before any usage: nothing to price, and no model needed
         try:
             self.result = self.client.log_api_call(
                 operation_name=self.operation_name, model_name=self.model_name,
                 research_category=self.research_category, operation_type=self.operation_type,
-                token_usage=self.token_usage, cost_usd=self.cost_usd,
+                token_usage=self.token_usage, cost_usd=cost,
                 response_time_ms=self.response_time_ms if self.response_time_ms is not None else round(elapsed_ms, 3),
                 request_size=self.request_size, response_size=self.response_size, success=self.success,
                 error_type=self.error_type, error_message=self.error_message, metadata=self.metadata or None,

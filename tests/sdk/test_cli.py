@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -174,7 +174,7 @@ def test_report_json_and_csv(capsys, as_user, researcher_key, monitor, tmp_path)
     monitor.log_api_call(operation_name="x", model_name="gpt-4o-mini", cost_usd=2.0,
                          research_category="metabolite_identification")
     as_user(researcher_key)
-    today = date.today()
+    today = datetime.now(UTC).date()
     start, end = (today - timedelta(days=5)).isoformat(), (today + timedelta(days=1)).isoformat()
     code, out, err = run(capsys, "report", "--start", start, "--end", end)
     assert code == 0, err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -103,7 +103,7 @@ def test_a_record_whose_answer_was_lost_is_not_counted_twice(live_server, resear
     the same idempotency key and body, and the server replays its first answer."""
     client = make_client(live_server.url, researcher_key)
     body = {"operation_name": "answer-lost", "cost_usd": 0.02,
-            "occurred_at": (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()}
+            "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()}
     first = client.track_cost(body, idempotency_key="sdk-lost-answer")
     client.outbox.add(method="POST", path="/costs/track", body=body, idempotency_key="sdk-lost-answer")
     assert client.flush() is True

@@ -3,7 +3,7 @@ calls, batches, bulk uploads and server-side pricing."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -117,7 +117,7 @@ def test_track_cost_takes_the_reference_rest_clients_short_shape(monitor):
 
 
 def test_same_idempotency_key_is_counted_once(monitor):
-    when = datetime.now(timezone.utc) - timedelta(minutes=3)
+    when = datetime.now(UTC) - timedelta(minutes=3)
     first = monitor.log_api_call(operation_name="x", cost_usd=0.1, idempotency_key="pipeline-run-42-step-1",
                                  occurred_at=when)
     again = monitor.log_api_call(operation_name="x", cost_usd=0.1, idempotency_key="pipeline-run-42-step-1",
