@@ -8,10 +8,11 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q, Sum
-from django.db.models.functions import ExtractHour, TruncDate
+from django.db.models import Q
 from django.utils import timezone
 
+from breakers import selectors as breaker_selectors
+from budgets import analytics
 from budgets.models import Budget, Team
 from budgets.periods import budget_zone
 from budgets.selectors import health_of, percentage
@@ -112,133 +113,53 @@ def usage_dimension_values(*, user, field: str) -> list[str]:
     return [v for v in rollups.values_list(field, flat=True).distinct().order_by(field) if v]
 
 
-# --- Reports ----------------------------------------------------------------------------------
+# --- Reports and overview (budgets.analytics: the numbers the API answers with) ----------------
 
 
-def _rollups(*, user, start: datetime, end: datetime, team_id: int | None = None):
-    rollups = HourlyRollup.objects.filter(hour__gte=start, hour__lt=end)
-    team_ids = visible_team_ids(user)
-    if team_ids is not None:
-        rollups = rollups.filter(team_id__in=team_ids)
-    if team_id is not None:
-        rollups = rollups.filter(team_id=team_id)
-    return rollups
+def cost_report(*, user, start: date, end: date) -> dict:
+    """get_cost_report for the local days start..end, exactly as GET /api/v1/reports/costs answers."""
+    return analytics.get_cost_report(user=user, start_date=start.isoformat(), end_date=end.isoformat())
 
 
-def _round(value, places: int = 6) -> float:
-    return round(float(value or 0), places)
+def cost_report_csv(*, user, start: date, end: date):
+    """(filename, CSV lines) of the same report, as GET /api/v1/reports/costs?format=csv streams it."""
+    return analytics.cost_report_csv_rows(user=user, start_date=start.isoformat(), end_date=end.isoformat())
 
 
-def cost_report(*, user, start: datetime, end: datetime, team_id: int | None = None) -> dict:
-    """The reference's get_cost_report shape over [start, end), from the hourly rollups."""
-    rollups = _rollups(user=user, start=start, end=end, team_id=team_id)
-    totals = rollups.aggregate(cost=Sum("cost_usd"), calls=Sum("calls"), ok=Sum("successful_calls"))
-    total_cost, total_calls = totals["cost"] or ZERO, totals["calls"] or 0
-    zone = budget_zone()
-    daily = {row["day"].isoformat(): _round(row["cost"]) for row in
-             rollups.annotate(day=TruncDate("hour", tzinfo=zone)).values("day").annotate(cost=Sum("cost_usd"))
-             .order_by("day")}
-    categories = rollups.values("research_category").annotate(cost=Sum("cost_usd"), calls=Sum("calls")).order_by("-cost")
-    models = rollups.values("model_name").annotate(cost=Sum("cost_usd"), calls=Sum("calls")).order_by("-cost")
-    hours = {f"{h:02d}": 0.0 for h in range(24)}
-    for row in rollups.annotate(h=ExtractHour("hour")).values("h").annotate(cost=Sum("cost_usd")):
-        hours[f"{row['h']:02d}"] = _round(row["cost"])
-    return {
-        "cost_report": {
-            "summary": {
-                "total_cost": _round(total_cost),
-                "total_calls": total_calls,
-                "success_rate": round(100 * (totals["ok"] or 0) / total_calls, 1) if total_calls else 0.0,
-                "avg_cost_per_call": _round(total_cost / total_calls) if total_calls else 0.0,
-                "date_range": {"start": start.isoformat(), "end": end.isoformat()},
-            },
-            "daily_costs": daily,
-            "category_breakdown": {
-                (row["research_category"] or "uncategorised"): {
-                    "cost": _round(row["cost"]), "calls": row["calls"],
-                    "percentage": percentage(row["cost"], total_cost)} for row in categories},
-            "model_breakdown": {
-                (row["model_name"] or "unknown"): {
-                    "cost": _round(row["cost"]), "calls": row["calls"],
-                    "avg_cost": _round(row["cost"] / row["calls"]) if row["calls"] else 0.0} for row in models},
-            "hourly_distribution": hours,
-        }
-    }
-
-
-def day_range(start: date, end: date) -> tuple[datetime, datetime]:
-    """UTC bounds of the local days start..end (inclusive) in BUDGET_TIMEZONE."""
-    zone = budget_zone()
-    return (datetime.combine(start, time.min, tzinfo=zone),
-            datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone))
-
-
-def daily_series(daily_costs: dict, start: date, end: date) -> list[tuple[str, float]]:
-    """Zero-filled (day, cost) pairs from a report's daily_costs."""
-    days = (end - start).days + 1
-    return [((start + timedelta(days=i)).isoformat(), daily_costs.get((start + timedelta(days=i)).isoformat(), 0.0))
-            for i in range(days)]
-
-
-# --- Overview ---------------------------------------------------------------------------------
-
-
-def _global_budget(period: str) -> Budget | None:
-    return Budget.objects.filter(is_global_default=True, period=period).first()
-
-
-def _metrics(*, user, now: datetime) -> dict:
-    """Today's and this month's spend, budget, percentage and projection in the reference's
-    dashboard-overview metric names."""
-    metrics = {}
-    for period in ("daily", "monthly"):
-        budget = _global_budget(period)
-        if budget is None:
-            continue
-        (row,) = budget_rows([budget], at=now)
-        metrics.update({f"{period}_cost": float(row.spent), f"{period}_budget": float(budget.limit_usd),
-                        f"{period}_percentage": row.percentage, f"{period}_projected_cost": None})
-    metrics.update({"active_alerts": 0, "critical_alerts": 0, "circuit_breakers_healthy": 0,
-                    "circuit_breakers_open": 0})
-    return metrics
-
-
-def _card(metrics: dict, period: str) -> dict | None:
-    if f"{period}_cost" not in metrics:
-        return None
-    budget = _global_budget(period)
+def _card(metrics: dict, period: str) -> dict:
+    budget = Budget.objects.filter(is_global_default=True, period=period).first()
     cost, limit = Decimal(str(metrics[f"{period}_cost"])), Decimal(str(metrics[f"{period}_budget"]))
     pct = metrics[f"{period}_percentage"]
     return {
         "period": period, "label": "Today" if period == "daily" else "This month",
         "period_noun": "day" if period == "daily" else "month",
         "spent": cost, "limit": limit, "percentage": pct, "bar_width": min(pct, 100.0),
-        "health": health_of(budget, cost) if budget else "healthy",
+        "health": health_of(budget, cost) if budget else ("exceeded" if pct >= 100 else "healthy"),
         "projected": metrics.get(f"{period}_projected_cost"),
     }
 
 
 def overview(*, user, now: datetime | None = None) -> dict:
-    """Cards, alerts, breakers and chart data for the overview page."""
+    """Cards, alerts, breakers and chart data for the overview page: the dashboard overview, the
+    30-day cost analytics (series and forecast) and the 30-day cost report (breakdowns)."""
     now = now or timezone.now()
+    dashboard = analytics.get_dashboard_overview(user=user, now=now)
+    metrics = dashboard["metrics"]
+    trends = analytics.get_cost_analytics(user=user, time_range="last_30_days", granularity="daily",
+                                          include_categories=False, now=now)["trends"]
     today = now.astimezone(budget_zone()).date()
-    first = today - timedelta(days=29)
-    start, end = day_range(first, today)
-    report = cost_report(user=user, start=start, end=end)["cost_report"]
-    series = daily_series(report["daily_costs"], first, today)
-    metrics = _metrics(user=user, now=now)
-    trailing = [cost for _, cost in series[-7:]]
-    average = sum(trailing) / len(trailing) if trailing else 0.0
-    forecast = [((today + timedelta(days=i)).isoformat(), round(average, 6)) for i in range(1, 8)]
+    report = analytics.get_cost_report(user=user, start_date=(today - timedelta(days=29)).isoformat(),
+                                       end_date=today.isoformat(), now=now)["cost_report"]
     return {
         "metrics": metrics,
-        "cards": [card for card in (_card(metrics, "daily"), _card(metrics, "monthly")) if card],
+        "cards": [_card(metrics, "daily"), _card(metrics, "monthly")],
         "alert_summary": {"active": metrics["active_alerts"], "critical": metrics["critical_alerts"]},
+        "alerts": dashboard["recent_alerts"],
         "breaker_summary": {"healthy": metrics["circuit_breakers_healthy"], "open": metrics["circuit_breakers_open"]},
-        "series": series,
-        "forecast": forecast,
-        "daily_limit": metrics.get("daily_budget"),
+        "breakers": list(breaker_selectors.breakers_with_rules()[:5]),
+        "series": list(trends["time_series"].items())[-30:],
+        "forecast": [(f["period_start"] or f"+{f['period']}", f["projected_value"]) for f in trends["forecast"]],
+        "daily_limit": metrics["daily_budget"],
         "report": report,
-        "alerts": [],
-        "breakers": [],
+        "trend": trends["trend_analysis"],
     }

@@ -78,9 +78,9 @@ def overview(request):
          "rows": categories,
          "svg": charts.bar_chart(title="Spend by research category, last 30 days",
                                  desc="Total spend per research category, largest first.", items=categories)},
-        {"key": "hours", "title": "Spend by hour of day (UTC)", "x_label": "Hour", "rows": hours,
-         "svg": charts.column_chart(title="Spend by hour of day, last 30 days",
-                                    desc="Total spend in each hour of the day (UTC) over the last 30 days.",
+        {"key": "hours", "title": "Spend by hour of day", "x_label": "Hour", "rows": hours,
+         "svg": charts.column_chart(title="Spend by hour of day, last 30 days", x_label="Hour of day (budget time zone)",
+                                    desc="Total spend in each local hour of the day (the budget time zone) over the last 30 days.",
                                     items=hours)},
     ]
     return render(request, "portal/overview.html", {"page": "overview", **data, "chart_list": chart_list})
@@ -254,8 +254,8 @@ def _report(request):
     form = ReportForm(request.GET or ReportForm.last_days())
     if not form.is_valid():
         return form, None
-    start, end = selectors.day_range(form.cleaned_data["start"], form.cleaned_data["end"])
-    return form, selectors.cost_report(user=request.user, start=start, end=end)
+    return form, selectors.cost_report(user=request.user, start=form.cleaned_data["start"],
+                                       end=form.cleaned_data["end"])
 
 
 @role_required("read_budgets")
@@ -265,42 +265,26 @@ def reports(request):
     if report is None:
         messages.error(request, "The report range is not valid: see the marked fields.")
     else:
-        body = report["cost_report"]
-        chart = charts.line_chart(
-            title="Daily spend in the report range", desc="Spend per day between the chosen dates.",
-            series=selectors.daily_series(body["daily_costs"], form.cleaned_data["start"], form.cleaned_data["end"]))
+        chart = charts.line_chart(title="Daily spend in the report range", desc="Spend per day between the chosen dates.",
+                                  series=list(report["cost_report"]["daily_costs"].items()))
     query = f"start={form.data.get('start', '')}&end={form.data.get('end', '')}"
     return render(request, "portal/reports.html", {"page": "reports", "form": form, "report": report,
                                                    "chart": chart, "query": query})
 
 
-REPORT_CSV_COLUMNS = ["section", "key", "cost", "calls", "percentage_or_avg_cost"]
-
-
 @role_required("read_budgets")
 def report_download(request, fmt: str):
+    """The report as the API serves it (GET /api/v1/reports/costs?format=json|csv), for the session user."""
     form, report = _report(request)
     if report is None:
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
     start, end = form.cleaned_data["start"], form.cleaned_data["end"]
-    filename = f"cost-report-{start}-{end}.{fmt}"
     if fmt == "json":
         response = HttpResponse(json.dumps(report, indent=2), content_type="application/json")
-    else:
-        body = report["cost_report"]
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        writer = csv.writer(response)
-        writer.writerow(REPORT_CSV_COLUMNS)
-        summary = body["summary"]
-        writer.writerow(["summary", "total", summary["total_cost"], summary["total_calls"], summary["success_rate"]])
-        for day, cost in body["daily_costs"].items():
-            writer.writerow(["daily", day, cost, "", ""])
-        for name, row in body["category_breakdown"].items():
-            writer.writerow(["category", name, row["cost"], row["calls"], row["percentage"]])
-        for name, row in body["model_breakdown"].items():
-            writer.writerow(["model", name, row["cost"], row["calls"], row["avg_cost"]])
-        for hour, cost in body["hourly_distribution"].items():
-            writer.writerow(["hour", hour, cost, "", ""])
+        response["Content-Disposition"] = f'attachment; filename="costmonitor-report-{start}-{end}.json"'
+        return response
+    filename, lines = selectors.cost_report_csv(user=request.user, start=start, end=end)
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from budgets.models import ApiKey, AuditLog, Budget
 from budgets.services import budget_create
+from tests.conftest import client_for
 from tests.portal.conftest import record, session_for
 from tracking.models import UsageRecord
 
@@ -251,12 +252,25 @@ def test_the_report_adds_up_the_records_and_downloads_as_csv_and_json(admin_web,
     assert data["summary"]["total_cost"] == 4.0 and data["summary"]["total_calls"] == 3
     assert data["model_breakdown"]["gpt-4o"] == {"cost": 3.25, "calls": 2, "avg_cost": 1.625}
     assert data["category_breakdown"]["genomics"]["cost"] == 2.0
-    assert data["summary"]["success_rate"] == round(200 / 3, 1)
+    assert data["summary"]["success_rate"] == pytest.approx(200 / 3, abs=0.01)
     response = admin_web.get("/reports/download.csv?" + _range())
     assert "attachment" in response["Content-Disposition"]
-    rows = list(csv.reader(io.StringIO(response.content.decode())))
-    assert ["model", "gpt-4o", "3.25", "2", "1.625"] in rows
-    assert sum(Decimal(r[2]) for r in rows if r[0] == "daily") == Decimal("4")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode().lstrip("\ufeff"))))
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal("4")
+    assert {(r["model"], r["research_category"]) for r in rows} == {
+        ("gpt-4o", "genomics"), ("gpt-4o-mini", "genomics"), ("gpt-4o", "pathway_analysis")}
+
+
+def test_the_report_page_and_downloads_equal_the_api_report(admin_web, admin_user, researcher):
+    record(researcher, cost="1.25", model="gpt-4o", category="genomics")
+    record(researcher, cost="0.50", model="gpt-4o-mini", category="pathway_analysis", hours_ago=50)
+    start, end = _range().split("&")
+    api = client_for(admin_user)
+    from_api = api.get(f"/api/v1/reports/costs?start_date={start[6:]}&end_date={end[4:]}").json()["data"]
+    assert json.loads(admin_web.get("/reports/download.json?" + _range()).content) == from_api
+    api_csv = b"".join(api.get(f"/api/v1/reports/costs?start_date={start[6:]}&end_date={end[4:]}&format=csv")
+                       .streaming_content)
+    assert b"".join(admin_web.get("/reports/download.csv?" + _range()).streaming_content) == api_csv
 
 
 def test_a_reversed_report_range_is_explained(admin_web):
@@ -283,6 +297,24 @@ def test_the_overview_shows_the_cards_and_draws_every_chart(admin_web, researche
         figure = re.search(rf'data-testid="chart-{chart}">(.*?)</figure>', page, re.S).group(1)
         assert "<svg" in figure and "<title" in figure and "<desc" in figure and 'class="point' in figure
     assert 'class="budget-line"' in page and 'class="forecast"' in page
+
+
+@pytest.mark.parametrize("persona", ["admin_user", "researcher"])
+def test_the_overview_numbers_equal_the_apis_dashboard_overview(persona, request, researcher, outsider):
+    user = request.getfixturevalue(persona)
+    record(researcher, cost="7.25", model="gpt-4o")
+    record(outsider, cost="3.50", model="gpt-4o-mini")
+    metrics = client_for(user).get("/api/v1/dashboard/overview").json()["data"]["metrics"]
+    page = html(session_for(user).get("/"))
+    for period in ("daily", "monthly"):
+        card = re.search(rf'data-testid="card-{period}">(.*?)</article>', page, re.S).group(1)
+        assert f"${metrics[f'{period}_cost']:.2f}" in card and f"${metrics[f'{period}_budget']:.2f}" in card
+        assert f"{metrics[f'{period}_percentage']:.1f}% used" in card
+        # The projection moves with the clock between the two requests: equal to the cent, give or take one.
+        shown = Decimal(re.search(r"Projected by the end of the \w+: <strong>\$([\d.]+)</strong>", card).group(1))
+        assert abs(shown - Decimal(str(metrics[f"{period}_projected_cost"]))) <= Decimal("0.02")
+    alerts = re.search(r'data-testid="card-alerts">(.*?)</article>', page, re.S).group(1)
+    assert f'<p class="big">{metrics["active_alerts"]}</p>' in alerts
 
 
 def test_an_empty_overview_still_draws(researcher_web):
