@@ -15,8 +15,7 @@ import csv
 import math
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from statistics import fmean
 
@@ -230,7 +229,7 @@ _DAY_RANGES = {"last_7_days": 7, "last_30_days": 30}
 
 
 def _hour_floor(at: datetime) -> datetime:
-    return at.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _days(first: date, last: date) -> list[date]:
@@ -253,7 +252,7 @@ def range_start(time_range: str, now: datetime) -> datetime:
 
 
 def _hour_key(hour: datetime) -> str:
-    return hour.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:00:00Z")
+    return hour.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
 
 
 def _series(rollups, *, start: datetime, end: datetime, granularity: str, value: str = "cost") -> dict[str, Decimal]:
@@ -276,7 +275,7 @@ def _next_labels(keys: list[str], granularity: str, count: int = 3) -> list[str]
     if not keys:
         return []
     if granularity == "hourly":
-        last = datetime.strptime(keys[-1], "%Y-%m-%dT%H:00:00Z").replace(tzinfo=dt_timezone.utc)
+        last = datetime.strptime(keys[-1], "%Y-%m-%dT%H:00:00Z").replace(tzinfo=UTC)
         return [_hour_key(last + timedelta(hours=k)) for k in range(1, count + 1)]
     last = date.fromisoformat(keys[-1])
     return [(last + timedelta(days=k)).isoformat() for k in range(1, count + 1)]
@@ -703,16 +702,16 @@ def report_range(start_date: str | None, end_date: str | None, *, now: datetime 
         if raw in (None, ""):
             return None
         raw = raw.strip()
-        try:
-            moment = parse_datetime(raw)
-            day = None if moment else parse_date(raw)
+        try:  # a bare date first: parse_datetime would also take it, as midnight
+            day = parse_date(raw)
+            moment = None if day else parse_datetime(raw)
         except ValueError:
             moment = day = None
-        if moment is not None:
-            return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt_timezone.utc)
         if day is not None:
             return local_day_start(day + timedelta(days=1)) - timedelta(microseconds=1) if is_end else \
                 local_day_start(day)
+        if moment is not None:
+            return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
         raise InvalidParameters("Use an ISO 8601 date (2025-08-01) or datetime (2025-08-01T00:00:00Z).",
                                 field=field)
 
@@ -723,11 +722,11 @@ def report_range(start_date: str | None, end_date: str | None, *, now: datetime 
         raise InvalidParameters("end_date is before start_date.", field="end_date")
     if (local_date(end) - local_date(start)).days + 1 > MAX_REPORT_DAYS:
         raise InvalidParameters(f"A report covers at most {MAX_REPORT_DAYS} days.", field="end_date")
-    return ReportRange(start.astimezone(dt_timezone.utc), end.astimezone(dt_timezone.utc))
+    return ReportRange(start.astimezone(UTC), end.astimezone(UTC))
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _report_rollups(scope: Scope, period: ReportRange):
@@ -762,7 +761,8 @@ def get_cost_report(*, user, team_id: int | None = None, start_date: str | None 
             "date_range": {"start": _iso(period.start), "end": _iso(period.end)},
         },
         "daily_costs": {day: _usd(cost) for day, cost in daily.items()},
-        "category_breakdown": {name: {"cost": _usd(t.cost), "calls": t.calls, "percentage": percentage(t.cost, total.cost)}
+        "category_breakdown": {name: {"cost": _usd(t.cost), "calls": t.calls,
+                                      "percentage": percentage(t.cost, total.cost)}
                                for name, t in by_category.items()},
         "model_breakdown": {name: {"cost": _usd(t.cost), "calls": t.calls, "avg_cost": t.avg_cost_per_call}
                             for name, t in sorted(by_model.items(), key=lambda item: -item[1].cost)},
@@ -864,6 +864,11 @@ def get_research_analysis(*, user, team_id: int | None = None, days: int = 30, n
 
 # --- Performance ------------------------------------------------------------------------------
 
+def _this_hour(scope: Scope, now: datetime):
+    # A range, not equality: on SQLite the rollups' raw upsert stores hours as "…+00:00" text.
+    return scope.rollups().filter(hour__gte=_hour_floor(now), hour__lt=_hour_floor(now) + timedelta(hours=1))
+
+
 def _activity(totals: Totals, *, with_tokens_per_call: bool) -> dict:
     answer = {
         "total_calls": totals.calls, "successful_calls": totals.ok_calls, "failed_calls": totals.failed_calls,
@@ -882,7 +887,7 @@ def get_performance_summary(*, user, team_id: int | None = None, now: datetime |
     calls per model and per category."""
     now = now or timezone.now()
     scope = scope_for(user=user, team_id=team_id)
-    hour = _totals(scope.rollups().filter(hour=_hour_floor(now)))
+    hour = _totals(_this_hour(scope, now))
     start, end = period_bounds("daily", now)
     groups = _groups(scope.rollups().filter(hour__gte=start, hour__lt=end))
     day, by_model = Totals(), {}
@@ -946,7 +951,7 @@ def get_performance_metrics(*, user, team_id: int | None = None, now: datetime |
     minutes elapsed in it), this process's resources (psutil) and database timings."""
     now = now or timezone.now()
     scope = scope_for(user=user, team_id=team_id)
-    hour = _totals(scope.rollups().filter(hour=_hour_floor(now)))
+    hour = _totals(_this_hour(scope, now))
     minutes = max(1.0, (now - _hour_floor(now)).total_seconds() / 60)
     return {"performance_summary": {
         "current_hour": {"total_calls": hour.calls, "avg_response_time_ms": hour.avg_response_time_ms,

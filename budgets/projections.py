@@ -194,7 +194,8 @@ def project_period(budget: Budget, at: datetime | None = None, *, history: Spend
     """Projected spend of `budget` at the end of its period containing `at` (a day, a month or its fixed range)."""
     at = at or timezone.now()
     start, end = budget_period_bounds(budget, at)
-    key = budget_period_key(budget, at)
+    # A fixed range has one counter, "fixed", also once `at` is past its end (its final spend).
+    key = "fixed" if budget.period == Budget.Period.FIXED else budget_period_key(budget, at)
     spent = ZERO
     if key is not None:
         spent = (SpendCounter.objects.filter(budget=budget, period_key=key)

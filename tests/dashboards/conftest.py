@@ -4,17 +4,16 @@ the expected numbers can be worked out by hand in each test."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
+from budgets.models import Budget
 from tracking import services
 from tracking.events import UsageEvent
 from tracking.models import ModelPriceOverride
 
-UTC = dt_timezone.utc
 # Thursday 20 March 2025, 15:30 UTC: "now" for every test that passes `now` explicitly.
 NOW = datetime(2025, 3, 20, 15, 30, tzinfo=UTC)
 
@@ -33,6 +32,15 @@ def record(user, team, when: datetime, cost, *, model="gpt-4o-mini", category="l
                        error_count=None if batch_size is None else batch_size - success_count,
                        is_batch=batch_size is not None)
     return services.usage_record(user=user, event=event)
+
+
+@pytest.fixture(autouse=True)
+def _organisation_budgets_since_2020(db):
+    """Budgets count spend from the period they were created in; the data set lies in 2025, so the
+    organisation's budgets (made by a migration when the test database was) are dated back."""
+    Budget.objects.filter(is_global_default=True).update(created_at=datetime(2020, 1, 1, tzinfo=UTC),
+                                                         limit_usd=Decimal("50"))
+    Budget.objects.filter(is_global_default=True, period=Budget.Period.MONTHLY).update(limit_usd=Decimal("1000"))
 
 
 @pytest.fixture
