@@ -98,3 +98,24 @@ class ResultResponseSerializer(serializers.Serializer):
 
 class ResetRequestSerializer(serializers.Serializer):
     clear_statistics = serializers.BooleanField(required=False, default=False)
+
+
+class SystemHealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["healthy", "degraded", "critical"])
+    message = serializers.CharField()
+    total_breakers = serializers.IntegerField()
+
+
+class ManagerStatisticsSerializer(serializers.Serializer):
+    breakers_created = serializers.IntegerField()
+    total_operations = serializers.IntegerField()
+    total_blocks = serializers.IntegerField()
+    total_cost_saved = serializers.FloatField()
+
+
+class SystemStatusSerializer(serializers.Serializer):
+    """get_system_status: circuit_breakers is keyed by breaker name."""
+
+    circuit_breakers = serializers.DictField(child=serializers.DictField())
+    manager_statistics = ManagerStatisticsSerializer()
+    system_health = SystemHealthSerializer()

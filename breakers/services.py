@@ -87,7 +87,8 @@ def _rules_build(breaker: CircuitBreaker, rules: list[dict]) -> list[CostThresho
         prefix = f"rules[{index}]."
         unknown = set(spec) - set(RULE_FIELDS)
         if unknown:
-            raise InvalidParameters("Unknown rule field.", details={f"{prefix}{n}": ["Unknown field."] for n in unknown})
+            raise InvalidParameters("Unknown rule field.",
+                                    details={f"{prefix}{name}": ["Unknown field."] for name in unknown})
         rule = CostThresholdRule(breaker=breaker, **spec)
         try:
             rule.full_clean(exclude=["breaker"], validate_unique=False)

@@ -1,6 +1,6 @@
 """Circuit breaker API routes (mounted under /api/v1/)."""
 
-from django.urls import path, re_path
+from django.urls import re_path
 
 from costmonitor.api.routers import OptionalSlashRouter
 

@@ -21,6 +21,7 @@ from .serializers import (
     ResetRequestSerializer,
     ResultRequestSerializer,
     ResultResponseSerializer,
+    SystemStatusSerializer,
 )
 
 NAME_REGEX = NAME_PATTERN.strip("^$")
@@ -65,6 +66,7 @@ class BreakerStatusView(APIView):
     permission_classes = [CanReadBudgets]
     throttle_classes = [DashboardThrottle]
 
+    @extend_schema(responses=SystemStatusSerializer)
     def get(self, request):
         return Response(selectors.breakers_system_status())
 
