@@ -8,6 +8,7 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
+from alerts.models import AlertChannel, AlertLevel, BudgetAlert
 from breakers.models import CircuitBreaker, CostThresholdRule
 from budgets.models import Budget, Team
 from budgets.periods import budget_zone
@@ -179,3 +180,67 @@ class RuleForm(forms.ModelForm):
 
 
 RuleFormSet = forms.formset_factory(RuleForm, extra=1, can_delete=True)
+
+
+# --- Alerts -----------------------------------------------------------------------------------
+
+class AlertFilterForm(forms.Form):
+    level = forms.ChoiceField(label="Level", required=False,
+                              choices=[("", "Any level")] + list(AlertLevel.choices))
+    alert_type = forms.ChoiceField(label="Type", required=False,
+                                   choices=[("", "Any type")] + list(BudgetAlert.AlertType.choices))
+    acknowledged = forms.ChoiceField(label="Acknowledged", required=False,
+                                     choices=[("", "Either"), ("false", "Not yet"), ("true", "Acknowledged")])
+    period = forms.CharField(label="Period (daily, monthly, or a key like 2025-08)", required=False, max_length=16)
+
+
+class ChannelForm(forms.Form):
+    """One form for every kind; the kind's own settings are checked by alerts.channels (via channel_save).
+    Secret fields left empty keep the stored secret."""
+
+    name = forms.CharField(label="Name", max_length=100)
+    kind = forms.ChoiceField(label="Kind", choices=AlertChannel.Kind.choices)
+    levels = forms.MultipleChoiceField(label="Levels (none ticked: all)", required=False,
+                                       choices=AlertLevel.choices, widget=forms.CheckboxSelectMultiple)
+    is_active = forms.BooleanField(label="Active", required=False, initial=True)
+    recipient_emails = forms.CharField(label="Email: recipients (comma-separated)", required=False)
+    smtp_server = forms.CharField(label="Email: SMTP server (empty: the site's email settings)", required=False)
+    smtp_port = forms.IntegerField(label="Email: SMTP port", required=False, min_value=1, max_value=65535)
+    username = forms.CharField(label="Email: SMTP username / Slack: bot name", required=False)
+    password = forms.CharField(label="Email: SMTP password", required=False, widget=forms.PasswordInput)
+    sender_email = forms.EmailField(label="Email: sender address", required=False)
+    webhook_url = forms.CharField(label="Slack: incoming-webhook URL", required=False, widget=forms.PasswordInput)
+    channel = forms.CharField(label="Slack: channel", required=False)
+    url = forms.CharField(label="Webhook: URL", required=False, widget=forms.PasswordInput)
+    secret = forms.CharField(label="Webhook: signing secret (HMAC-SHA256)", required=False, widget=forms.PasswordInput)
+    log_level = forms.CharField(label="Log: level", required=False)
+
+    KIND_FIELDS = {
+        "email": ("recipient_emails", "smtp_server", "smtp_port", "username", "password", "sender_email"),
+        "slack": ("webhook_url", "channel", "username"),
+        "webhook": ("url", "secret"),
+        "log": ("log_level",),
+    }
+    SECRETS = ("password", "webhook_url", "url", "secret")
+
+    @classmethod
+    def initial_for(cls, channel) -> dict:
+        initial = {"name": channel.name, "kind": channel.kind, "levels": channel.levels, "is_active": channel.is_active}
+        for key, value in (channel.config or {}).items():
+            initial[key] = ", ".join(value) if isinstance(value, list) else value
+        return initial
+
+    def service_data(self) -> dict:
+        data = self.cleaned_data
+        config = {}
+        for name in self.KIND_FIELDS[data["kind"]]:
+            value = data.get(name)
+            if value in (None, "") and name in self.SECRETS:
+                continue  # keep the stored secret
+            if name == "recipient_emails":
+                value = [v.strip() for v in (value or "").split(",") if v.strip()]
+            if value in (None, "") and name == "smtp_port":
+                continue
+            config[name] = value
+        return {"name": data["name"], "kind": data["kind"], "levels": list(data["levels"]),
+                "is_active": data["is_active"], "config": config}

@@ -17,6 +17,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from alerts import selectors as alert_selectors, services as alert_services
+from alerts.models import AlertChannel
 from breakers import selectors as breaker_selectors, services as breaker_services
 from breakers.models import CircuitBreaker
 from budgets import accounts, services as budget_services
@@ -25,7 +27,7 @@ from costmonitor.api.permissions import user_has
 from costmonitor.errors import InvalidParameters
 
 from . import charts, selectors
-from .forms import ApiKeyForm, BreakerForm, BudgetForm, ReportForm, RuleForm, RuleFormSet, UsageFilterForm
+from .forms import AlertFilterForm, ApiKeyForm, BreakerForm, BudgetForm, ChannelForm, ReportForm, RuleForm, RuleFormSet, UsageFilterForm
 
 PAGE_SIZE = 50
 
@@ -293,7 +295,84 @@ def report_download(request, fmt: str):
 
 @role_required("read_budgets")
 def alerts(request):
-    return render(request, "portal/alerts.html", {"page": "alerts"})
+    form = AlertFilterForm(request.GET or None)
+    filters = {k: v for k, v in form.cleaned_data.items() if v} if form.is_valid() else {}
+    try:
+        found = alert_selectors.alerts_for_user(request.user, filters)
+    except InvalidParameters as error:
+        _form_error(form, error)
+        messages.error(request, error.message)
+        found = alert_selectors.alerts_for_user(request.user, {})
+    return render(request, "portal/alerts/list.html", {
+        "page": "alerts", "form": form, "page_obj": _page(request, found), "query": _query_without_page(request),
+        "can_manage": user_has(request.user, "manage_alerts")})
+
+
+@require_POST
+@role_required("read_budgets")
+def alert_acknowledge(request, pk: int):
+    alert = get_object_or_404(alert_selectors.alerts_visible_to(request.user), pk=pk)
+    already = alert.acknowledged_at is not None
+    alert = alert_services.alert_acknowledge(alert=alert, user=request.user)
+    if already:
+        messages.info(request, f"This alert was already acknowledged by {alert.acknowledged_by}.")
+    else:
+        messages.success(request, "Alert acknowledged.")
+    query = request.POST.get("query", "")  # only ever a query string on our own list page
+    return redirect(reverse("portal:alerts") + (f"?{query}" if query else ""))
+
+
+@role_required("manage_alerts")
+def channels(request):
+    results = None
+    if request.method == "POST":  # "Test every active channel"
+        results = alert_services.channels_test()
+        failed = [name for name, result in results.items() if not result["success"]]
+        if failed:
+            messages.error(request, f"Test sent; failed on: {', '.join(failed)}.")
+        else:
+            messages.success(request, f"Test sent to {len(results)} channel{'s' if len(results) != 1 else ''}.")
+    rows = [{"channel": c, "config": alert_selectors.channel_dict(c)["config"],
+             "attempts": alert_selectors.channel_results(c, limit=3)}
+            for c in AlertChannel.objects.order_by("name")]
+    return render(request, "portal/alerts/channels.html", {"page": "alerts", "rows": rows, "results": results})
+
+
+@require_POST
+@role_required("manage_alerts")
+def channel_test(request, pk: int):
+    channel = get_object_or_404(AlertChannel, pk=pk)
+    result = alert_services.channel_test(channel)
+    if result["success"]:
+        messages.success(request, f"Test to “{channel.name}” delivered in {result['response_time_ms']} ms: "
+                                  f"{result.get('message', '')}")
+    else:
+        messages.error(request, f"Test to “{channel.name}” failed after {result['response_time_ms']} ms: "
+                                f"{result['error']}")
+    return redirect("portal:channels")
+
+
+@role_required("manage_alerts")
+def channel_edit(request, pk: int | None = None):
+    channel = get_object_or_404(AlertChannel, pk=pk) if pk else None
+    form = ChannelForm(request.POST or None, initial=ChannelForm.initial_for(channel) if channel else None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                saved = alert_services.channel_save(channel=channel, actor=request.user, data=form.service_data())
+            except InvalidParameters as error:
+                _form_error(form, _config_error(error))
+            else:
+                messages.success(request, f"Channel “{saved.name}” saved. Press “Send test” to check it.")
+                return redirect("portal:channels")
+        messages.error(request, "The channel was not saved: please correct the fields marked below.")
+    return render(request, "portal/alerts/channel_form.html", {"page": "alerts", "form": form, "channel": channel})
+
+
+def _config_error(error: InvalidParameters) -> InvalidParameters:
+    """alerts.channels names config fields "config.url": put them on the form's "url" field."""
+    details = {key.removeprefix("config."): problems for key, problems in (error.details or {}).items()}
+    return InvalidParameters(error.message, details=details)
 
 
 # --- Breakers ---------------------------------------------------------------------------------
