@@ -30,7 +30,12 @@ def local_date(at: datetime) -> date:
 
 def period_key(period: str, at: datetime, *, starts_on: date | None = None, ends_on: date | None = None) -> str | None:
     """The key of the period `at` falls in, or None when a fixed budget does not cover `at`."""
-    day = local_date(at)
+    return period_key_of_day(period, local_date(at), starts_on=starts_on, ends_on=ends_on)
+
+
+def period_key_of_day(period: str, day: date, *, starts_on: date | None = None,
+                      ends_on: date | None = None) -> str | None:
+    """period_key for a local day already known (recording many entries converts each time once)."""
     if period == DAILY:
         return day.isoformat()
     if period == MONTHLY:

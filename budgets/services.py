@@ -26,7 +26,7 @@ from costmonitor.errors import BudgetExceeded, InvalidParameters
 from costmonitor.money import ZERO
 
 from .models import AuditLog, Budget, Reservation, ReservationHold, SpendCounter
-from .periods import budget_counts_from, budget_period_key
+from .periods import budget_counts_from, budget_period_key, local_date, period_key_of_day
 
 # Sent inside the recording transaction with the list of CounterChange it made; receivers that
 # cause side effects (alerts) must defer them with transaction.on_commit.
@@ -106,11 +106,10 @@ def budgets_applicable(*, target: SpendTarget) -> list[Budget]:
 
 # --- Counters ---------------------------------------------------------------------------------
 
-def _apply_deltas(deltas: dict[tuple[int, str], _Delta], *, with_ids: bool = False) -> dict[tuple[int, str], tuple]:
-    """Upsert counter deltas in one statement (sorted rows, so concurrent writers lock in the same
-    order); returns {(budget, key): (spent, reserved)}, or (id, spent, reserved) with `with_ids`."""
-    if not deltas:
-        return {}
+def counters_upsert_sql(deltas: dict[tuple[int, str], _Delta]) -> tuple[str, list]:
+    """One INSERT … ON CONFLICT DO UPDATE adding the deltas, rows sorted by (budget, period) so that
+    concurrent writers lock counters in the same order and never deadlock. RETURNING id, budget_id,
+    period_key, spent, reserved (the totals after the change)."""
     table = SpendCounter._meta.db_table
     now = timezone.now()
     rows, params = [], []
@@ -123,6 +122,14 @@ def _apply_deltas(deltas: dict[tuple[int, str], _Delta], *, with_ids: bool = Fal
         f"reserved = {table}.reserved + EXCLUDED.reserved, calls = {table}.calls + EXCLUDED.calls, "
         f"updated_at = EXCLUDED.updated_at RETURNING id, budget_id, period_key, spent, reserved"
     )
+    return sql, params
+
+
+def _apply_deltas(deltas: dict[tuple[int, str], _Delta], *, with_ids: bool = False) -> dict[tuple[int, str], tuple]:
+    """Run the counter upsert; returns {(budget, key): (spent, reserved)}, or (id, spent, reserved) with `with_ids`."""
+    if not deltas:
+        return {}
+    sql, params = counters_upsert_sql(deltas)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -136,13 +143,14 @@ def _spend_deltas(entries: Iterable[SpendLedgerEntry], budgets_by_target) -> tup
     budgets: dict[int, Budget] = {}
     counts_from: dict[int, datetime | None] = {}
     for entry in entries:
+        day = local_date(entry.occurred_at)
         for budget in budgets_by_target(entry.target):
             if budget.id not in counts_from:
                 counts_from[budget.id] = budget_counts_from(budget)
             since = counts_from[budget.id]
             if since is not None and entry.occurred_at < since:
                 continue  # a late record from before the budget existed (rebuild_counters agrees)
-            key = budget_period_key(budget, entry.occurred_at)
+            key = period_key_of_day(budget.period, day, starts_on=budget.starts_on, ends_on=budget.ends_on)
             if key is None:
                 continue
             budgets[budget.id] = budget
@@ -152,10 +160,30 @@ def _spend_deltas(entries: Iterable[SpendLedgerEntry], budgets_by_target) -> tup
     return deltas, budgets
 
 
-def counters_record_spend(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,
-                          budgets_by_target=None) -> list[CounterChange]:
-    """Add recorded costs to every applicable budget's counter, releasing settled holds in the same
-    statement. Must run inside the transaction that stores the usage rows."""
+@dataclass
+class CounterWrite:
+    """What recording some costs (and settling some holds) does to the counters, before it is done."""
+
+    deltas: dict[tuple[int, str], _Delta]
+    budgets: dict[int, Budget]
+
+    def sql(self) -> tuple[str, list]:
+        return counters_upsert_sql(self.deltas)
+
+    def done(self, rows) -> list[CounterChange]:
+        """Given the upsert's RETURNING rows, announce the changes (spend_recorded) and return them."""
+        after = {(b, k): (Decimal(str(s)), Decimal(str(r))) for _, b, k, s, r in rows}
+        changes = []
+        for (budget_id, key), delta in sorted(self.deltas.items()):
+            spent, reserved = after[(budget_id, key)]
+            changes.append(CounterChange(self.budgets[budget_id], key, spent - delta.spent, spent, reserved))
+        spend_recorded.send(sender=SpendCounter, changes=changes)
+        return changes
+
+
+def counters_prepare(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,
+                     budgets_by_target=None) -> CounterWrite | None:
+    """The counter deltas of these costs for every applicable budget, minus the holds being settled."""
     if budgets_by_target is None:
         cache: dict[SpendTarget, list[Budget]] = {}
 
@@ -170,13 +198,21 @@ def counters_record_spend(*, entries: list[SpendLedgerEntry], settle: list[Reser
             counter = hold.counter
             budgets.setdefault(counter.budget_id, counter.budget)
             deltas[(counter.budget_id, counter.period_key)].reserved -= hold.amount
-    after = _apply_deltas(deltas)
-    changes = []
-    for (budget_id, key), delta in sorted(deltas.items()):
-        spent, reserved = after[(budget_id, key)]
-        changes.append(CounterChange(budgets[budget_id], key, spent - delta.spent, spent, reserved))
-    spend_recorded.send(sender=SpendCounter, changes=changes)
-    return changes
+    return CounterWrite(deltas, budgets) if deltas else None
+
+
+def counters_record_spend(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,
+                          budgets_by_target=None) -> list[CounterChange]:
+    """Add recorded costs to every applicable budget's counter, releasing settled holds in the same
+    statement. Must run inside the transaction that stores the usage rows."""
+    write = counters_prepare(entries=entries, settle=settle, budgets_by_target=budgets_by_target)
+    if write is None:
+        spend_recorded.send(sender=SpendCounter, changes=[])
+        return []
+    sql, params = write.sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return write.done(cursor.fetchall())
 
 
 # --- Reading state ----------------------------------------------------------------------------

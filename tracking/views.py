@@ -26,6 +26,7 @@ from .serializers import (
     BulkTrackResponseSerializer,
     TrackCostRequestSerializer,
     UsageRecordSerializer,
+    usage_record_dict,
 )
 
 
@@ -61,7 +62,7 @@ class TrackCostView(_RecordingView):
         def produce():
             event = parse_event(request.data)
             record = services.usage_record(user=request.user, api_key=request.auth, event=event)
-            return status.HTTP_201_CREATED, UsageRecordSerializer(record).data
+            return status.HTTP_201_CREATED, usage_record_dict(record)
 
         return self.record(request, produce)
 
@@ -74,7 +75,7 @@ class BatchOperationView(_RecordingView):
         def produce():
             event = parse_event(request.data, batch=True)
             record = services.usage_record(user=request.user, api_key=request.auth, event=event)
-            return status.HTTP_201_CREATED, UsageRecordSerializer(record).data
+            return status.HTTP_201_CREATED, usage_record_dict(record)
 
         return self.record(request, produce)
 
@@ -132,3 +133,7 @@ class UsageRecordListView(ListAPIView):
             return UsageRecord.objects.none()
         records = UsageRecord.objects.select_related("user", "team")
         return scope_to_teams(records, self.request.user)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response([usage_record_dict(record) for record in page])

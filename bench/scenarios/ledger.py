@@ -1,0 +1,82 @@
+"""The ledger's figures: budget-check latency, single-event track throughput, bulk ingest rate,
+and the number of SQL queries each request makes (counted in-process with CaptureQueriesContext)."""
+
+from __future__ import annotations
+
+import json
+
+CHECK_BODY = {"cost_amount": 0.01, "operation_type": "llm_call", "research_category": "metabolite_identification",
+              "model_name": "gpt-4o-mini"}
+TRACK_BODIES = [
+    {"operation_type": "llm_call", "cost": 0.0021, "tokens": 420, "model": "gpt-4o-mini"},  # TypeScript client
+    {"operation_name": "literature_search", "model_name": "gpt-4o-mini", "research_category": "literature_search",
+     "token_usage": {"prompt_tokens": 50, "completion_tokens": 25, "total_tokens": 75}, "cost_usd": 0.005,
+     "response_time_ms": 800, "success": True},  # log_api_call
+]
+BULK_EVENTS = 1000
+
+
+def _bulk_body(index: int) -> dict:
+    categories = ["metabolite_identification", "pathway_analysis", "literature_search", "data_validation"]
+    return {"events": [{"operation_type": "llm_call", "cost_usd": 0.0015, "model_name": "gpt-4o-mini",
+                        "research_category": categories[(index + i) % 4],
+                        "token_usage": {"prompt_tokens": 800, "completion_tokens": 200}}
+                       for i in range(BULK_EVENTS)]}
+
+
+def _queries_per_request(ctx) -> dict[str, int]:
+    """SQL statements one request makes, through Django's test client in this process (same database)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=ctx.headers["Authorization"])
+    counts = {}
+    for label, path, body in (("budget check", "/api/v1/budget/check", CHECK_BODY),
+                              ("track (one event)", "/api/v1/costs/track", TRACK_BODIES[0]),
+                              ("bulk (1,000 events)", "/api/v1/costs/bulk", _bulk_body(0))):
+        client.post(path, json.dumps(body), content_type="application/json")  # warm caches
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.post(path, json.dumps(body), content_type="application/json")
+        assert answer.status_code in (200, 201), answer.content[:300]
+        counts[label] = len(queries)
+    return counts
+
+
+def run(ctx) -> list[tuple[str, str]]:
+    check = ctx.measure("POST", "/api/v1/budget/check", body=CHECK_BODY, n=1500, concurrency=1, warmup=100)
+    track = ctx.measure("POST", "/api/v1/costs/track", bodies=TRACK_BODIES, n=4000, concurrency=8, warmup=200)
+    bulk = ctx.measure("POST", "/api/v1/costs/bulk", bodies=[_bulk_body(i) for i in range(4)], n=40,
+                       concurrency=2, warmup=4)
+    events_per_second = bulk.rps * BULK_EVENTS
+    ctx.store.setdefault("ledger", {})[ctx.size] = {"check_p50": check.p50, "track_ratio": track.rps / ctx.healthz.rps,
+                                                    "bulk_eps": events_per_second}
+    failed = {name: m.statuses for name, m in (("check", check), ("track", track), ("bulk", bulk)) if m.errors}
+    lines = [
+        ("budget check p50 / p99 (1 client)", f"{check.p50:8.2f} ms / {check.p99:.2f} ms   "
+                                              f"({ctx.ratio_latency(check.p50)})"),
+        ("single-event track (8 clients)", f"{track.rps:8.0f} req/s   p50 {track.p50:.1f} ms   "
+                                           f"({ctx.ratio_rps(track.rps)})"),
+        ("bulk ingest (1,000-event requests, 2 clients)", f"{events_per_second:8.0f} events/s   "
+                                                          f"p50 {bulk.p50:.0f} ms per request   "
+                                                          f"({events_per_second / ctx.healthz.rps:.1f}x /healthz req/s)"),
+    ]
+    lines += [(f"SQL queries per {label}", f"{count:8d}") for label, count in _queries_per_request(ctx).items()]
+    if failed:
+        lines.append(("NON-2xx ANSWERS", json.dumps(failed)))
+    return lines
+
+
+def summary(store) -> list[tuple[str, str]]:
+    figures = store.get("ledger", {})
+    if not figures:
+        return []
+    small, large = min(figures), max(figures)
+    lines = []
+    if small != large:
+        change = (figures[large]["check_p50"] / figures[small]["check_p50"] - 1) * 100
+        lines.append((f"check p50 at {large:,} vs {small:,}", f"{change:+.1f}%  (target within ±20%)"))
+    for size, f in sorted(figures.items()):
+        lines.append((f"track / healthz at {size:,}", f"{f['track_ratio'] * 100:.0f}%  (target ≥ 35%)"))
+        lines.append((f"bulk ingest at {size:,}", f"{f['bulk_eps']:.0f} events/s  (target ≥ 10,000)"))
+    return lines
