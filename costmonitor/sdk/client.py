@@ -17,6 +17,7 @@ import atexit
 import hashlib
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -155,10 +156,15 @@ class CostMonitorClient:
             buffer_max_records = int(_env_float("COSTMONITOR_BUFFER_MAX_RECORDS", DEFAULT_MAX_RECORDS))
         self._buffer_max_records = buffer_max_records
         self._outbox: Outbox | None = None
+        self.lost_records = 0  # undeliverable records that could not be written to the outbox either
         if self.buffer_enabled and self._buffer_path.exists():
             # Records left by an earlier run against the same server and key are resent from now on.
-            if self.outbox.pending():
-                self._ensure_flusher()
+            try:
+                if self.outbox.pending():
+                    self._ensure_flusher()
+            except (OSError, sqlite3.Error) as exc:
+                logger.error("CostMonitor outbox %s is unreadable (%s); waiting records are not resent.",
+                             self._buffer_path, exc)
         _live_clients.add(self)
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -249,7 +255,15 @@ class CostMonitorClient:
         return data
 
     def _keep(self, path: str, body: dict[str, Any], key: str, reason: str) -> dict[str, Any]:
-        self.outbox.add(method="POST", path=path, body=body, idempotency_key=key)
+        try:
+            self.outbox.add(method="POST", path=path, body=body, idempotency_key=key)
+        except (OSError, sqlite3.Error) as exc:
+            # Never break the pipeline over our own bookkeeping: say loudly what was lost.
+            self.lost_records += 1
+            logger.error("CostMonitor could not keep an undeliverable record in %s (%s): record LOST (%s %s, "
+                         "key %s); %d lost so far.", self._buffer_path, exc, path, body.get("operation_name", ""),
+                         key, self.lost_records)
+            return {"queued": False, "lost": True, "idempotency_key": key}
         logger.warning("CostMonitor: record kept in the outbox for later (%s); %d waiting.", reason,
                        self.outbox.pending())
         self._ensure_flusher()
@@ -297,6 +311,10 @@ class CostMonitorClient:
                             logger.info("CostMonitor outbox: %d record(s) still waiting (%s).",
                                         self.outbox.pending(), exc)
                             return False
+                        if _already_delivered(entry.path, exc):
+                            # Our keys are unique per record, so the server already holds this one.
+                            self.outbox.remove(entry.id)
+                            continue
                         logger.error("CostMonitor rejected a buffered record (%s %s, key %s): %s %s — "
                                      "discarded.", entry.method, entry.path, entry.idempotency_key, exc.code,
                                      exc.details or exc)
@@ -586,13 +604,20 @@ class CostMonitorClient:
                          "research_category": research_category or self.default_research_category})
         return self.request("POST", f"/breakers/{breaker_name}/execute", json=body)
 
-    def update_operation_cost(self, breaker_name: str, operation_id: str, actual_cost: float | Decimal | None,
+    def update_operation_cost(self, breaker_name: str, operation_id: str, actual_cost: float | Decimal | None = None,
                               operation_type: str | None = None, *, success: bool = True,
-                              error_type: str | None = None) -> dict[str, Any]:
-        """Report a protected operation's outcome and actual cost to its breaker."""
+                              error_type: str | None = None, error_message: str | None = None,
+                              prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                              response_time_ms: float | None = None) -> dict[str, Any]:
+        """Report a protected operation's outcome to its breaker, which records the usage once and
+        settles the hold. Without `actual_cost` the server prices the tokens. Kept in the outbox (with a
+        key per operation, so a resend is answered, not counted again) when the server is away."""
         body = _compact({"success": success, "actual_cost": actual_cost, "error_type": error_type or None,
+                         "error_message": error_message or None, "prompt_tokens": prompt_tokens,
+                         "completion_tokens": completion_tokens, "response_time_ms": response_time_ms,
                          "operation_type": operation_type})
-        return self.request("POST", f"/breakers/{breaker_name}/operations/{operation_id}/result", json=body)
+        return self._record(f"/breakers/{breaker_name}/operations/{operation_id}/result", body,
+                            idempotency_key=f"breaker-result-{operation_id}")
 
     def execute_with_protection(self, breaker_name: str, operation_callable: Callable[..., Any],
                                 operation_type: str = "llm_call", model_name: str | None = None,
@@ -605,6 +630,13 @@ class CostMonitorClient:
 
         return execute_with_protection(self, breaker_name, operation_callable, operation_type=operation_type,
                                        model_name=model_name, estimated_tokens=estimated_tokens, **kwargs)
+
+
+def _already_delivered(path: str, exc: CostMonitorError) -> bool:
+    """A resend answered "key already used" or "operation already settled": the first attempt arrived."""
+    if exc.status_code == 422 and "Idempotency-Key" in exc.details:
+        return True
+    return "/operations/" in path and "already" in str(exc.details.get("operation_id", ""))
 
 
 def _raise(exc: BaseException):

@@ -76,3 +76,9 @@ def test_admin_sends_an_alert_and_reads_delivery_stats(admin_monitor):
 def test_researcher_may_not_send_alerts(monitor):
     with pytest.raises(PermissionDeniedError):
         monitor.send_alert({"alert_level": "warning", "message": "hello"})
+
+
+def test_admin_triggers_a_budget_check(admin_monitor, some_spend):
+    answer = admin_monitor.trigger_budget_check()
+    assert answer["results"]["monitoring_cycle"]["cycle_completed"] is True
+    assert "daily_budget" in answer["results"]["budget_status"]

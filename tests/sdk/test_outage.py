@@ -132,3 +132,25 @@ def test_outbox_keeps_each_servers_records_apart(tmp_path):
     assert ours.pending() == 1 and theirs.pending() == 1
     assert ours.peek()[0].body == {"cost": 1}
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unwritable_outbox_never_breaks_the_pipeline(researcher_key, make_client, tmp_path, caplog):
+    (tmp_path / "not-a-dir").write_text("")
+    client = make_client(f"http://127.0.0.1:{free_port()}", researcher_key,
+                         buffer_path=tmp_path / "not-a-dir" / "outbox.sqlite3")
+    with caplog.at_level(logging.ERROR, logger="costmonitor.sdk"):
+        with client.track_api_call("step", model_name="gpt-4o-mini") as tracker:
+            tracker.set_cost(0.01)
+    assert tracker.result["lost"] is True
+    assert client.lost_records == 1
+    assert "LOST" in caplog.text
+
+
+def test_a_resend_whose_key_was_already_used_counts_as_delivered(live_server, researcher_key, make_client):
+    client = make_client(live_server.url, researcher_key)
+    client.track_cost({"operation_name": "first", "cost_usd": 0.01}, idempotency_key="sdk-used-key")
+    client.outbox.add(method="POST", path="/costs/track", body={"operation_name": "first", "cost_usd": 0.02},
+                      idempotency_key="sdk-used-key")
+    assert client.flush() is True
+    assert UsageRecord.objects.count() == 1
+    assert client.outbox.rejected == 0

@@ -186,3 +186,14 @@ def test_protected_call_is_refused_when_the_monitor_is_down_and_fail_closed(rese
     with pytest.raises(MonitorUnavailableError):
         client.execute_with_protection("llm_operations", lambda: ran.append(True), estimated_cost=0.01)
     assert not ran
+
+
+def test_a_breaker_result_sent_twice_is_counted_once(monitor, llm_breaker):
+    permit = monitor.breaker_execute("llm_operations", model_name="gpt-4o-mini",
+                                     estimated_tokens={"input": 100, "output": 10})
+    first = monitor.update_operation_cost("llm_operations", permit["operation_id"], actual_cost=0.002,
+                                          operation_type="llm_call")
+    again = monitor.update_operation_cost("llm_operations", permit["operation_id"], actual_cost=0.002,
+                                          operation_type="llm_call")
+    assert first == again
+    assert UsageRecord.objects.get().cost_usd == Decimal("0.002")
