@@ -57,6 +57,10 @@ def _money(value) -> str:
     return "—" if value is None else f"${value:,.2f}"
 
 
+def _pct(value) -> str:
+    return f"{value.normalize():f}%" if hasattr(value, "normalize") else f"{value:g}%"
+
+
 def alert_payload(alert: BudgetAlert) -> dict:
     """The reference's BudgetAlert fields (numbers as JSON numbers), plus what it is about."""
     def number(value):
@@ -93,12 +97,12 @@ def alert_text(alert: BudgetAlert) -> str:
     if alert.period_type or alert.period_key:
         lines.append(f"Period:     {alert.period_type} {alert.period_key}".rstrip())
     if alert.budget_limit is not None:
-        used = f" ({alert.percentage_used}%)" if alert.percentage_used is not None else ""
+        used = f" ({_pct(alert.percentage_used)})" if alert.percentage_used is not None else ""
         lines.append(f"Spent:      {_money(alert.current_cost)} of {_money(alert.budget_limit)}{used}")
     elif alert.current_cost:
         lines.append(f"Spent:      {_money(alert.current_cost)}")
     if alert.threshold_percentage is not None:
-        lines.append(f"Threshold:  {alert.threshold_percentage}%")
+        lines.append(f"Threshold:  {_pct(alert.threshold_percentage)}")
     lines.append(f"Time:       {alert.timestamp:%Y-%m-%d %H:%M:%S} UTC")
     return "\n".join(lines) + "\n"
 
