@@ -251,7 +251,7 @@ def _client(args: argparse.Namespace, store: ConfigStore, *, buffer: bool = Fals
 _MONEY_WORDS = ("cost", "budget", "limit", "spend", "spent", "remaining", "saved", "savings", "reserved",
                 "projected", "average", "total_usd")
 _NOT_MONEY_WORDS = ("calls", "count", "tokens", "_ms", "days", "hours", "operations", "alerts", "breakers",
-                    "percent", "rate", "score", "confidence")
+                    "percent", "rate", "score", "confidence", "time")
 
 
 def _is_money(name: str) -> bool:
@@ -324,7 +324,12 @@ def render_table(data: Any, title: str | None = None) -> str:
             lines.append("  (none)")
         for k, v in nested:
             name = f"{heading} / {label(k)}" if heading else label(k)
-            if isinstance(v, dict):
+            if isinstance(v, dict) and _is_data_mapping(k, v) and v and all(
+                    isinstance(x, dict) and all(not isinstance(y, (dict, list)) for y in x.values())
+                    for x in v.values()):
+                # {model: {calls, cost}, …} reads best as one table with a row per model.
+                table([{"name": str(key), **value} for key, value in v.items()], name)
+            elif isinstance(v, dict):
                 keyed_by_data = _is_data_mapping(k, v)
                 money_context.append(_is_money(k) or (money_context[-1] and data_keys))
                 rows(v, name, keyed_by_data)
@@ -348,13 +353,15 @@ def render_table(data: Any, title: str | None = None) -> str:
         for row in cells:
             lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
+    if isinstance(data, dict) and len(data) == 1 and title and _title(next(iter(data))) == title.capitalize():
+        data = next(iter(data.values()))  # {"cost_report": {...}} under the title "Cost report"
     if isinstance(data, dict):
         rows(data, title)
     elif isinstance(data, list):
         table(data, title or "Items")
     else:
         lines.append(str(data))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _emit(data: Any, fmt: str, title: str) -> None:
