@@ -175,6 +175,9 @@ class SendWindow(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["channel", "window_start"], name="one_window_per_channel")]
 
+    def __str__(self) -> str:
+        return f"channel {self.channel_id} at {self.window_start}: {self.count}"
+
 
 class AnomalyIncident(models.Model):
     """A spend rate far above baseline for one scope; open until the rate is back to normal."""

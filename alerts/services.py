@@ -12,8 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
@@ -274,7 +273,7 @@ def send_slot_take(*, channel_id: int, now: datetime) -> datetime | None:
         taken = cursor.fetchone()
     if taken:
         return None
-    return datetime.fromtimestamp(window + seconds, tz=dt_timezone.utc)
+    return datetime.fromtimestamp(window + seconds, tz=UTC)
 
 
 def _claim(delivery_id: int, now: datetime) -> uuid.UUID | None:

@@ -3,7 +3,7 @@ authorise, call a service, shape the answer."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import PageNumberPagination
@@ -19,10 +19,17 @@ from costmonitor.api.throttles import AlertSendingThrottle, DashboardThrottle
 from . import digest, selectors, services
 from .models import AlertChannel, DigestSubscription
 from .serializers import (
+    AlertSerializer,
+    ChannelSerializer,
+    ChannelTestResultSerializer,
     ChannelWriteSerializer,
+    DeliveryStatsSerializer,
+    DigestStateSerializer,
     DigestSubscriptionSerializer,
+    SendAlertResultSerializer,
     SendAlertSerializer,
     TestChannelsSerializer,
+    TriggerBudgetCheckSerializer,
 )
 
 
@@ -36,12 +43,9 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     """Budget alerts of the caller's teams (and organisation-wide ones); admins see all."""
 
     pagination_class = AlertPagination
+    permission_classes = [CanReadBudgets]
+    serializer_class = AlertSerializer
     lookup_value_regex = r"\d+"
-
-    def get_permissions(self):
-        if self.action == "acknowledge":
-            return [CanManageAlerts()]
-        return [CanReadBudgets()]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -59,8 +63,8 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def retrieve(self, request, pk=None):
         return Response(selectors.alert_dict(self.get_object()))
 
-    @extend_schema(request=None)
-    @action(detail=True, methods=["post"])
+    @extend_schema(request=None, responses=AlertSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[CanManageAlerts])
     def acknowledge(self, request, pk=None):
         alert = services.alert_acknowledge(alert=self.get_object(), user=request.user)
         return Response(selectors.alert_dict(alert))
@@ -72,7 +76,7 @@ class SendAlertView(APIView):
     permission_classes = [CanManageAlerts]
     throttle_classes = [AlertSendingThrottle]
 
-    @extend_schema(request=SendAlertSerializer)
+    @extend_schema(request=SendAlertSerializer, responses={201: SendAlertResultSerializer})
     def post(self, request):
         params = SendAlertSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -86,7 +90,8 @@ class TestChannelsView(APIView):
     permission_classes = [CanManageAlerts]
     throttle_classes = [AlertSendingThrottle]
 
-    @extend_schema(request=TestChannelsSerializer)
+    @extend_schema(request=TestChannelsSerializer,
+                   responses=OpenApiResponse(ChannelTestResultSerializer, description="Keyed by channel name."))
     def post(self, request):
         params = TestChannelsSerializer(data=request.data or {})
         params.is_valid(raise_exception=True)
@@ -99,6 +104,7 @@ class DeliveryStatsView(APIView):
     permission_classes = [CanManageAlerts]
     throttle_classes = [DashboardThrottle]
 
+    @extend_schema(responses=DeliveryStatsSerializer)
     def get(self, request):
         return Response(selectors.delivery_stats())
 
@@ -113,10 +119,11 @@ class DigestSubscriptionView(APIView):
         return {"enabled": bool(subscription and subscription.enabled), "email": request.user.email,
                 "last_sent_for": subscription.last_sent_for if subscription else None}
 
+    @extend_schema(responses=DigestStateSerializer)
     def get(self, request):
         return Response(self._body(request))
 
-    @extend_schema(request=DigestSubscriptionSerializer)
+    @extend_schema(request=DigestSubscriptionSerializer, responses=DigestStateSerializer)
     def put(self, request):
         params = DigestSubscriptionSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -127,7 +134,9 @@ class DigestSubscriptionView(APIView):
         digest.digest_subscription_set(user=request.user, enabled=params.validated_data["enabled"])
         return Response(self._body(request))
 
-    patch = put
+    @extend_schema(request=DigestSubscriptionSerializer, responses=DigestStateSerializer)
+    def patch(self, request):
+        return self.put(request)
 
 
 class AlertChannelViewSet(viewsets.GenericViewSet):
@@ -135,6 +144,7 @@ class AlertChannelViewSet(viewsets.GenericViewSet):
     secrets are write-only and come back masked."""
 
     permission_classes = [ReadOrManageAlerts]
+    serializer_class = ChannelSerializer
     lookup_value_regex = r"\d+"
 
     def get_queryset(self):
@@ -147,6 +157,8 @@ class AlertChannelViewSet(viewsets.GenericViewSet):
                 channels = channels.filter(is_active=params["is_active"] == "true")
         return channels
 
+    @extend_schema(parameters=[OpenApiParameter("kind", str, required=False),
+                               OpenApiParameter("is_active", bool, required=False)])
     def list(self, request):
         return Response([selectors.channel_dict(c) for c in self.get_queryset()])
 
@@ -167,23 +179,25 @@ class AlertChannelViewSet(viewsets.GenericViewSet):
         saved = AlertChannel.objects.prefetch_related("teams", "budgets").get(pk=saved.pk)
         return selectors.channel_dict(saved)
 
-    @extend_schema(request=ChannelWriteSerializer)
+    @extend_schema(request=ChannelWriteSerializer, responses={201: ChannelSerializer})
     def create(self, request):
         return Response(self._write(request, None, partial=False), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=ChannelWriteSerializer)
+    @extend_schema(request=ChannelWriteSerializer, responses={200: ChannelSerializer})
     def update(self, request, pk=None):
         return Response(self._write(request, self.get_object(), partial=False))
 
-    @extend_schema(request=ChannelWriteSerializer)
+    @extend_schema(request=ChannelWriteSerializer, responses={200: ChannelSerializer})
     def partial_update(self, request, pk=None):
         return Response(self._write(request, self.get_object(), partial=True))
 
+    @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
         self.get_object().delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None)
+    @extend_schema(request=None,
+                   responses=OpenApiResponse(ChannelTestResultSerializer, description="Keyed by channel name."))
     @action(detail=True, methods=["post"], throttle_classes=[AlertSendingThrottle])
     def test(self, request, pk=None):
         channel = self.get_object()
@@ -196,6 +210,7 @@ class TriggerBudgetCheckView(APIView):
     permission_classes = [CanManageAlerts]
     throttle_classes = [DashboardThrottle]
 
+    @extend_schema(request=None, responses=TriggerBudgetCheckSerializer)
     def post(self, request):
         cycle = services.monitor_cycle_run()
         globals_ = list(Budget.objects.filter(is_global_default=True))

@@ -62,8 +62,8 @@ def test_a_researcher_can_read_channels_but_not_create_them(researcher_client, a
 def test_an_email_channel_without_recipients_is_refused_naming_the_field(admin_client):
     body = {**EMAIL, "config": {**EMAIL["config"], "recipient_emails": []}}
     r = admin_client.post("/api/v1/alert-channels/", body, format="json")
-    assert r.status_code == 400
-    assert r.json()["error"]["code"] == "INVALID_PARAMETERS" and "config.recipient_emails" in r.json()["error"]["details"]
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_PARAMETERS"
+    assert "config.recipient_emails" in r.json()["error"]["details"]
     r = admin_client.post("/api/v1/alert-channels/", {**EMAIL, "config": {**EMAIL["config"], "smtp_port": "x"}},
                           format="json")
     assert r.status_code == 400 and "config.smtp_port" in r.json()["error"]["details"]
