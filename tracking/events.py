@@ -216,18 +216,23 @@ def parse_event(body, *, batch: bool = False, prefix: str = "", now: datetime | 
     usage = usage or {}
     for key in set(usage) - {"prompt_tokens", "completion_tokens", "total_tokens"}:
         errors.add(f"token_usage.{key}", "Unknown field.")
-    prompt = _integer(usage.get("prompt_tokens", body.get("prompt_tokens", body.get("input_tokens"))),
-                      "prompt_tokens", errors, MAX_TOKENS)
-    completion = _integer(usage.get("completion_tokens", body.get("completion_tokens", body.get("output_tokens"))),
-                          "completion_tokens", errors, MAX_TOKENS)
-    total = _integer(usage.get("total_tokens", body.get("total_tokens", body.get("tokens"))), "total_tokens", errors,
-                     MAX_TOKENS * (100 if batch else 2))
+    def tokens(names):
+        # Errors name the field the client actually sent (e.g. `tokens` of the short shape).
+        if usage.get(names[0]) is not None:
+            return usage[names[0]], f"token_usage.{names[0]}"
+        name, raw = _first(body, *names)
+        return raw, name
+
+    prompt = _integer(*tokens(("prompt_tokens", "input_tokens")), errors, MAX_TOKENS)
+    completion = _integer(*tokens(("completion_tokens", "output_tokens")), errors, MAX_TOKENS)
+    total_raw, total_name = tokens(("total_tokens", "tokens"))
+    total = _integer(total_raw, total_name, errors, MAX_TOKENS * (100 if batch else 2))
     if prompt is None and completion is None and total is not None and not batch:
         prompt = total  # the short shape gives one token count: priced as input tokens
     event.prompt_tokens, event.completion_tokens = prompt or 0, completion or 0
     event.total_tokens = total if total is not None else event.prompt_tokens + event.completion_tokens
     if total is not None and prompt is not None and completion is not None and total < prompt + completion:
-        errors.add("total_tokens", "Is less than prompt_tokens + completion_tokens.")
+        errors.add(total_name, "Is less than prompt_tokens + completion_tokens.")
 
     cost_name, cost_raw = _first(body, *(("total_cost", "cost_usd") if batch else ("cost_usd", "cost")))
     event.cost_usd = _decimal(cost_raw, cost_name, errors, MAX_SINGLE_COST * (1000 if batch else 1), MONEY_PLACES)
