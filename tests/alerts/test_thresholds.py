@@ -124,3 +124,14 @@ def test_reservations_and_releases_raise_no_threshold_alert(researcher_client, t
         operation = r.json()["data"]["operation_id"]
         assert researcher_client.delete(f"/api/v1/budget/reserve/{operation}").status_code == 200
     assert callbacks == [] and not BudgetAlert.objects.exists()
+
+
+def test_recording_below_every_threshold_touches_no_alert_table(researcher, team, django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    team_budget(team, limit="100")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, CaptureQueriesContext(connection) as queries:
+        record(researcher, "1.00")
+    assert callbacks == []
+    assert not [q["sql"] for q in queries.captured_queries if "alerts_" in q["sql"]]
