@@ -17,7 +17,6 @@ an `alert_only` rule lets the call through; every firing rule raises at most one
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from alerts.services import system_alert_raise
 from budgets import accounts
 from budgets.models import AuditLog, Budget, Reservation
 from budgets.periods import period_bounds
@@ -53,8 +53,6 @@ from tracking.pricing import price_tokens
 from tracking.services import usage_record
 
 from .models import BreakerEvent, BreakerOperation, CircuitBreaker, CostThresholdRule
-
-logger = logging.getLogger(__name__)
 
 State = CircuitBreaker.State
 Rule = CostThresholdRule
@@ -201,11 +199,6 @@ def _alert_after_commit(breaker: CircuitBreaker, event: BreakerEvent, level: str
                "to_state": event.to_state, "rule_id": event.rule_id, "reason": event.reason, **event.details}
 
     def send():
-        try:
-            from alerts.services import system_alert_raise
-        except ImportError:
-            logger.warning("Breaker alert not raised (alerts.services.system_alert_raise is missing): %s", message)
-            return
         system_alert_raise(alert_type="breaker", level=level, message=message,
                            dedupe_key=f"breaker:{breaker.name}:{event.pk}", details=details)
 
