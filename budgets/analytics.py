@@ -12,17 +12,21 @@ docstrings below and in docs/dashboards.md.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from statistics import fmean
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import ExtractHour, TruncDate
+from django.dispatch import receiver
 from django.utils import timezone
 
 from costmonitor.api.scoping import visible_team_ids
@@ -31,8 +35,9 @@ from costmonitor.money import ZERO
 
 from .models import Budget, SpendCounter, Team
 from .periods import budget_period_key, budget_zone, local_date, period_bounds, period_key
-from .projections import SpendHistory, local_day_start, project_spend, spend_history
+from .projections import HISTORY_DAYS, SpendHistory, local_day_start, project_spend
 from .selectors import health_of, percentage, worst_health
+from .services import spend_recorded
 
 CHEAPER_MODEL = "gpt-4o-mini"
 SHORT_PROMPT_TOKENS = 500  # average prompt tokens per call below which a cheaper model usually suffices
@@ -255,20 +260,151 @@ def _hour_key(hour: datetime) -> str:
     return hour.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
 
 
-def _series(rollups, *, start: datetime, end: datetime, granularity: str, value: str = "cost") -> dict[str, Decimal]:
-    """Zero-filled series of a rollup total per hour (UTC, "2025-08-06T14:00:00Z") or local day ("2025-08-06")."""
-    rows = rollups.filter(hour__gte=_hour_floor(start), hour__lte=end)
-    if granularity == "hourly":
-        found = {_hour_key(r["hour"]): r[value] for r in rows.values("hour").annotate(**{value: TOTALS[value]})
-                 .order_by()}
-        first, last = _hour_floor(start), _hour_floor(end)
-        count = int((last - first).total_seconds() // 3600) + 1
-        keys = [_hour_key(first + timedelta(hours=i)) for i in range(count)]
-    else:
-        found = {r["day"].isoformat(): r[value] for r in rows.annotate(day=TruncDate("hour", tzinfo=budget_zone()))
-                 .values("day").annotate(**{value: TOTALS[value]}).order_by()}
-        keys = [d.isoformat() for d in _days(local_date(start), local_date(end))]
-    return {key: found.get(key) or ZERO for key in keys}
+# --- Day summaries: closed days come from the cache -------------------------------------------
+
+DAY_CACHE_SECONDS = 3600
+_GENERATION_KEY = "dashboards:generation"
+
+
+@dataclass
+class DaySummary:
+    """A local day (or the part of it in range): cost per UTC hour, and totals per team × model × category."""
+
+    hours: dict[datetime, Decimal] = field(default_factory=dict)
+    groups: dict[tuple[int, str, str], Totals] = field(default_factory=dict)
+
+    def total(self) -> Totals:
+        total = Totals()
+        for group in self.groups.values():
+            total.add(group)
+        return total
+
+
+@dataclass
+class Window:
+    """Every local day of a range, hour-grained (see `window`)."""
+
+    days: dict[date, DaySummary]
+
+    def hours(self) -> dict[datetime, Decimal]:
+        return {hour: cost for summary in self.days.values() for hour, cost in summary.hours.items()}
+
+    def groups(self) -> list[tuple[str, str, Totals]]:
+        """Totals per (model, category) over the whole window."""
+        merged: dict[tuple[str, str], Totals] = {}
+        for summary in self.days.values():
+            for (_, model, category), totals in summary.groups.items():
+                merged.setdefault((model, category), Totals()).add(totals)
+        return [(model, category, totals) for (model, category), totals in merged.items()]
+
+    def total(self) -> Totals:
+        total = Totals()
+        for summary in self.days.values():
+            total.add(summary.total())
+        return total
+
+
+def analytics_cache_invalidate() -> None:
+    """Forget every cached day summary (they are keyed by this generation), e.g. after rebuilding rollups."""
+    cache.add(_GENERATION_KEY, 1, timeout=None)
+    try:
+        cache.incr(_GENERATION_KEY)
+    except ValueError:
+        cache.set(_GENERATION_KEY, 2, timeout=None)
+
+
+@receiver(spend_recorded, dispatch_uid="dashboards-late-spend")
+def _late_spend_invalidates_closed_days(sender, changes, **kwargs):
+    """A record for a day that is already over changes a cached day: start a new generation (now, and
+    again after commit, so a summary read in between is not kept)."""
+    today = local_date(timezone.now()).isoformat()
+    if any(change.budget.period == Budget.Period.DAILY and change.period_key < today for change in changes):
+        analytics_cache_invalidate()
+        transaction.on_commit(analytics_cache_invalidate)
+
+
+def _day_key(scope: Scope, day: date, generation: int) -> str:
+    teams = "all" if scope.team_ids is None else ",".join(map(str, scope.team_ids))
+    digest = hashlib.sha1(f"{settings.BUDGET_TIMEZONE}|{teams}".encode()).hexdigest()[:16]
+    return f"dashboards:day:{generation}:{digest}:{day.isoformat()}"
+
+
+def _runs(days: list[date]) -> list[list[date]]:
+    runs: list[list[date]] = []
+    for day in days:
+        if runs and (day - runs[-1][-1]).days == 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def window(scope: Scope, start: datetime, end: datetime) -> Window:
+    """The rollups of the hours from `start`'s hour to `end`, summarised per local day.
+
+    A day that is over and wholly inside the range never changes again (but for late records, which
+    start a new cache generation), so its summary is cached for DAY_CACHE_SECONDS; the rest — today, a
+    range's partial first or last day, days not cached yet — is read from the rollups, one query per
+    run of consecutive days. Warm, a 30-day range reads today's hours only.
+    """
+    first_hour = _hour_floor(start)
+    days = _days(local_date(first_hour), local_date(end))
+    now = timezone.now()
+    generation = cache.get(_GENERATION_KEY) or 1
+    keys = {}
+    for day in days:
+        day_start, day_end = local_day_start(day), local_day_start(day + timedelta(days=1))
+        if day_start >= first_hour and day_end - timedelta(hours=1) <= end and day_end <= now:
+            keys[day] = _day_key(scope, day, generation)
+    found = cache.get_many(list(keys.values())) if keys else {}
+    summaries = {day: found[key] for day, key in keys.items() if key in found}
+    for run in _runs([day for day in days if day not in summaries]):
+        computed = {day: DaySummary() for day in run}
+        rows = (scope.rollups()
+                .filter(hour__gte=max(first_hour, local_day_start(run[0])),
+                        hour__lt=local_day_start(run[-1] + timedelta(days=1)), hour__lte=end)
+                .values("hour", "team_id", "model_name", "research_category").annotate(**TOTALS).order_by())
+        for row in rows:
+            summary = computed[local_date(row["hour"])]
+            totals = Totals.of(row)
+            summary.hours[row["hour"]] = summary.hours.get(row["hour"], ZERO) + totals.cost
+            summary.groups.setdefault((row["team_id"], row["model_name"], row["research_category"]),
+                                      Totals()).add(totals)
+        summaries.update(computed)
+        cacheable = {keys[day]: computed[day] for day in run if day in keys}
+        if cacheable:
+            cache.set_many(cacheable, DAY_CACHE_SECONDS)
+    return Window({day: summaries[day] for day in days})
+
+
+def _series(w: Window, *, start: datetime, end: datetime, granularity: str) -> dict[str, Decimal]:
+    """Zero-filled cost per hour (UTC, "2025-08-06T14:00:00Z") or per local day ("2025-08-06")."""
+    if granularity == "daily":
+        return {day.isoformat(): summary.total().cost for day, summary in w.days.items()}
+    found = {_hour_key(hour): cost for hour, cost in w.hours().items()}
+    first, last = _hour_floor(start), _hour_floor(end)
+    count = int((last - first).total_seconds() // 3600) + 1
+    keys = [_hour_key(first + timedelta(hours=i)) for i in range(count)]
+    return {key: found.get(key, ZERO) for key in keys}
+
+
+def _history(w: Window, today: date) -> SpendHistory:
+    """The projections' hourly history (complete days before today, local hours) from a window."""
+    zone = budget_zone()
+    history = SpendHistory(today=today)
+    days: dict[date, dict[int, Decimal]] = defaultdict(lambda: defaultdict(lambda: ZERO))
+    for day, summary in w.days.items():
+        for hour, cost in summary.hours.items():
+            if history.first_seen is None or hour < history.first_seen:
+                history.first_seen = hour
+            if day < today:
+                days[day][hour.astimezone(zone).hour] += cost
+    history.days = {day: dict(hours) for day, hours in days.items()}
+    return history
+
+
+def _history_window(scope: Scope, now: datetime) -> Window:
+    return window(scope, local_day_start(local_date(now) - timedelta(days=HISTORY_DAYS)), now)
 
 
 def _next_labels(keys: list[str], granularity: str, count: int = 3) -> list[str]:
@@ -434,11 +570,6 @@ def _history_daily_totals(history: SpendHistory) -> list[float]:
     return [float(history.day_total(day)) for day in history.observed_days]
 
 
-def _today(scope: Scope, now: datetime) -> Totals:
-    start, end = period_bounds("daily", now)
-    return _totals(scope.rollups().filter(hour__gte=start, hour__lt=end))
-
-
 def system_health(*, breakers: dict, monitoring_active: bool, organisation_budgets: bool) -> dict:
     """Component statuses; overall is unhealthy only if the budget manager is, degraded if anything else is."""
     components = {
@@ -465,9 +596,10 @@ def get_dashboard_overview(*, user, team_id: int | None = None, now: datetime | 
     now = now or timezone.now()
     scope = scope_for(user=user, team_id=team_id)
     daily, monthly = period_view(scope, "daily", now), period_view(scope, "monthly", now)
-    history = spend_history(rollup_filters=scope.rollup_filters, at=now)
+    recent = _history_window(scope, now)
+    history = _history(recent, local_date(now))
     daily_projection, monthly_projection = _projection(daily, now, history), _projection(monthly, now, history)
-    today = _today(scope, now)
+    today = recent.days[local_date(now)].total()
     totals = _history_daily_totals(history)
     last_week = trend_analysis(totals[-7:])
     alerts = alert_summary(scope)
@@ -538,7 +670,7 @@ def get_budget_status(*, user, team_id: int | None = None, include_projections: 
         "monthly_cost": _usd(monthly.cost), "monthly_percentage": monthly.percentage,
     }}
     if include_projections:
-        history = spend_history(rollup_filters=scope.rollup_filters, at=now)
+        history = _history(_history_window(scope, now), local_date(now))
         daily_projection, monthly_projection = _projection(daily, now, history), _projection(monthly, now, history)
         answer["budget_summary"]["daily_budget"]["projected_end_of_day"] = _usd(daily_projection.projected_cost)
         answer["budget_summary"]["monthly_budget"]["projected_end_of_month"] = _usd(
@@ -549,12 +681,6 @@ def get_budget_status(*, user, team_id: int | None = None, include_projections: 
 
 
 # --- Cost analytics ---------------------------------------------------------------------------
-
-def _groups(rollups) -> list[tuple[str, str, Totals]]:
-    """Totals per (model, category)."""
-    return [(row["model_name"], row["research_category"], Totals.of(row))
-            for row in rollups.values("model_name", "research_category").annotate(**TOTALS).order_by()]
-
 
 def _cheaper_price_ratio(model: str, prompt: int, completion: int, at: datetime) -> float | None:
     """Price of the same tokens on CHEAPER_MODEL ÷ on `model` (from the price table), or None if unknown."""
@@ -655,11 +781,12 @@ def get_cost_analytics(*, user, team_id: int | None = None, time_range: str = "l
     if granularity == "hourly" and (now - start) > timedelta(hours=MAX_HOURLY_BUCKETS):
         raise InvalidParameters("Hourly granularity covers at most 31 days; use daily.", field="granularity")
     scope = scope_for(user=user, team_id=team_id)
-    series = _series(scope.rollups(), start=start, end=now, granularity=granularity)
+    w = window(scope, start, now)
+    series = _series(w, start=start, end=now, granularity=granularity)
     keys, values = list(series), [float(v) for v in series.values()]
     complete = values[:-1] if len(values) > 2 else values
     total_cost = sum(series.values(), ZERO)
-    groups = _groups(scope.rollups().filter(hour__gte=_hour_floor(start), hour__lte=now))
+    groups = w.groups()
     answer = {
         "trends": {
             "time_range": time_range,
@@ -729,31 +856,27 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _report_rollups(scope: Scope, period: ReportRange):
-    """Rollups of the hours that overlap the range (reports are hourly-grained: a range starting at 10:30
-    includes the whole 10:00 hour)."""
-    return scope.rollups().filter(hour__gte=_hour_floor(period.start), hour__lte=period.end)
-
-
 def get_cost_report(*, user, team_id: int | None = None, start_date: str | None = None,
                     end_date: str | None = None, now: datetime | None = None) -> dict:
     """The reference's get_cost_report (JSON): summary, daily costs (local days, zero-filled), category and
     model breakdowns, and the cost per local hour of day ("00" … "23")."""
     period = report_range(start_date, end_date, now=now)
     scope = scope_for(user=user, team_id=team_id)
-    rollups = _report_rollups(scope, period)
-    groups = _groups(rollups)
+    # Reports are hourly-grained: a range starting at 10:30 includes the whole 10:00 hour.
+    w = window(scope, period.start, period.end)
+    groups = w.groups()
     total = Totals()
     by_model: dict[str, Totals] = {}
     for model, _, group in groups:
         total.add(group)
         by_model.setdefault(model or "unspecified", Totals()).add(group)
     by_category = category_totals(groups)
-    daily = _series(scope.rollups(), start=period.start, end=period.end, granularity="daily")
-    hourly = {f"{h:02d}": 0.0 for h in range(24)}
-    for row in (rollups.annotate(local_hour=ExtractHour("hour", tzinfo=budget_zone())).values("local_hour")
-                .annotate(cost=Sum("cost_usd")).order_by()):
-        hourly[f"{row['local_hour']:02d}"] = _usd(row["cost"])
+    daily = _series(w, start=period.start, end=period.end, granularity="daily")
+    zone = budget_zone()
+    by_hour_of_day = [ZERO] * 24
+    for hour, cost in w.hours().items():
+        by_hour_of_day[hour.astimezone(zone).hour] += cost
+    hourly = {f"{h:02d}": _usd(cost) for h, cost in enumerate(by_hour_of_day)}
     return {"cost_report": {
         "summary": {
             "total_cost": _usd(total.cost), "total_calls": total.calls, "success_rate": total.success_rate_percent,
@@ -793,19 +916,26 @@ def cost_report_csv_rows(*, user, team_id: int | None = None, start_date: str | 
     Parameters are checked before the first line is produced, so errors answer INVALID_PARAMETERS."""
     period = report_range(start_date, end_date, now=now)
     scope = scope_for(user=user, team_id=team_id)
-    rows = (_report_rollups(scope, period).annotate(day=TruncDate("hour", tzinfo=budget_zone()))
-            .values("day", "team__name", "model_name", "research_category").annotate(**TOTALS)
-            .order_by("day", "team__name", "model_name", "research_category"))
+    w = window(scope, period.start, period.end)
+    team_ids = {team for summary in w.days.values() for team, _, _ in summary.groups}
+    names = dict(Team.objects.filter(pk__in=team_ids).values_list("pk", "name"))
     writer = csv.writer(_Echo())
     filename = f"costmonitor-report-{local_date(period.start).isoformat()}-{local_date(period.end).isoformat()}.csv"
 
     def lines():
         yield "\ufeff" + writer.writerow(CSV_COLUMNS)  # the BOM makes spreadsheets read UTF-8
-        for row in rows.iterator(chunk_size=2000):
-            t = Totals.of(row)
-            yield writer.writerow([row["day"].isoformat(), _cell(row["team__name"]), _cell(row["model_name"]),
-                                   _cell(row["research_category"]), t.calls, t.ok_calls, t.failed_calls, t.prompt,
-                                   t.completion, t.tokens, f"{t.cost:.6f}"])
+        block = []
+        for day, summary in w.days.items():
+            for (team, model, category), t in sorted(summary.groups.items(),
+                                                     key=lambda item: (names.get(item[0][0], ""), *item[0][1:])):
+                block.append(writer.writerow([
+                    day.isoformat(), _cell(names.get(team, "")), _cell(model), _cell(category), t.calls,
+                    t.ok_calls, t.failed_calls, t.prompt, t.completion, t.tokens, f"{t.cost:.6f}"]))
+                if len(block) == 500:  # a few large writes, not one per row
+                    yield "".join(block)
+                    block = []
+        if block:
+            yield "".join(block)
 
     return filename, lines()
 
@@ -825,17 +955,12 @@ def get_research_analysis(*, user, team_id: int | None = None, days: int = 30, n
     scope = scope_for(user=user, team_id=team_id)
     today = local_date(now)
     first = today - timedelta(days=days - 1)
-    start = local_day_start(first)
-    rollups = scope.rollups().filter(hour__gte=start, hour__lte=now)
-    groups = _groups(rollups)
+    w = window(scope, local_day_start(first), now)
+    groups = w.groups()
     by_category = category_totals(groups)
-    total = Totals()
-    for _, _, group in groups:
-        total.add(group)
-    per_day = {row["day"]: Totals.of(row) for row in rollups.annotate(day=TruncDate("hour", tzinfo=budget_zone()))
-               .values("day").annotate(**TOTALS).order_by()}
+    total = w.total()
     complete_days = _days(first, today - timedelta(days=1)) or [today]
-    daily = [per_day.get(day, Totals()) for day in complete_days]
+    daily = [w.days[day].total() for day in complete_days]
     per_success = [float(t.cost) / t.ok_calls for t in daily if t.ok_calls]
     efficiency_direction = direction_of(per_success)
     ranked = sorted(((float(t.cost) / t.ok_calls if t.ok_calls else math.inf, name)
@@ -888,8 +1013,7 @@ def get_performance_summary(*, user, team_id: int | None = None, now: datetime |
     now = now or timezone.now()
     scope = scope_for(user=user, team_id=team_id)
     hour = _totals(_this_hour(scope, now))
-    start, end = period_bounds("daily", now)
-    groups = _groups(scope.rollups().filter(hour__gte=start, hour__lt=end))
+    groups = window(scope, period_bounds("daily", now)[0], now).groups()
     day, by_model = Totals(), {}
     for model, _, group in groups:
         day.add(group)

@@ -137,3 +137,23 @@ def test_days_are_cut_in_the_budget_timezone(researcher, team, settings):
     series = analytics.get_cost_analytics(user=researcher, time_range="last_7_days", now=NOW)["trends"][
         "time_series"]
     assert series["2025-03-19"] == 7.0 and series["2025-03-20"] == 3.0
+
+
+def test_a_late_record_for_a_closed_day_shows_at_once(researcher, team, week):
+    from .conftest import at, record
+
+    first = analytics.get_cost_analytics(user=researcher, time_range="last_7_days", now=NOW)["trends"]
+    assert first["time_series"]["2025-03-16"] == 14.0
+    record(researcher, team, at(16, 20), 1.5)  # the SDK's outbox resends a call from four days ago
+    again = analytics.get_cost_analytics(user=researcher, time_range="last_7_days", now=NOW)["trends"]
+    assert again["time_series"]["2025-03-16"] == 15.5 and again["total_cost"] == 96.5
+
+
+def test_closed_days_read_from_the_cache_answer_like_the_rollups(admin_user, week):
+    from django.core.cache import cache
+
+    cold = analytics.get_cost_report(user=admin_user, start_date="2025-03-14", end_date="2025-03-20", now=NOW)
+    warm = analytics.get_cost_report(user=admin_user, start_date="2025-03-14", end_date="2025-03-20", now=NOW)
+    cache.clear()
+    assert warm == cold == analytics.get_cost_report(user=admin_user, start_date="2025-03-14",
+                                                     end_date="2025-03-20", now=NOW)
