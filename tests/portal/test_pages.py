@@ -337,3 +337,15 @@ def test_logging_in_through_the_form_reaches_the_overview(researcher):
     client = Client()
     response = client.post("/accounts/login/", {"username": "rita", "password": "pw-rita-123"}, follow=True)
     assert 'aria-current="page"' in html(response) and "Overview" in response.content.decode()
+
+
+def test_a_huge_usage_list_is_counted_only_up_to_the_cap(admin_web, researcher, monkeypatch):
+    from costmonitor.portal.views import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "cap", 5)  # the cap is a number, not our code's behaviour
+    for _ in range(8):
+        record(researcher, cost="0.01")
+    page = html(admin_web.get("/usage/"))
+    assert "Over 5 records" in page and page.count('class="usage-row"') == 6
+    rows = b"".join(admin_web.get("/usage/export.csv").streaming_content).decode().strip().splitlines()
+    assert len(rows) == 1 + 8  # the export is never capped
