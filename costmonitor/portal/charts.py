@@ -41,7 +41,8 @@ def _nice_max(value: float) -> float:
     return next(step * magnitude for step in (1, 2, 2.5, 5, 10) if step * magnitude >= value)
 
 
-def _open(title: str, desc: str, width: int = WIDTH, height: int = HEIGHT, css_class: str = "") -> tuple[str, list[str]]:
+def _open(title: str, desc: str, width: int = WIDTH, height: int = HEIGHT,
+          css_class: str = "") -> tuple[str, list[str]]:
     uid = next(_ids)
     head = (f'<svg class="chart {css_class}" viewBox="0 0 {width} {height}" role="img" '
             f'aria-labelledby="chart-title-{uid} chart-desc-{uid}" preserveAspectRatio="xMidYMid meet" '
@@ -55,10 +56,16 @@ def _y_axis(parts: list[str], top: float, plot_height: float, left: float, right
         value = top * i / 4
         y = MARGIN_TOP + plot_height - plot_height * i / 4
         parts.append(f'<line class="grid" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(_money(value))}</text>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">'
+                     f'{escape(_money(value))}</text>')
     mid = MARGIN_TOP + plot_height / 2
     parts.append(f'<text class="axis-label" x="14" y="{mid:.1f}" text-anchor="middle" '
                  f'transform="rotate(-90 14 {mid:.1f})">{escape(y_label)}</text>')
+
+
+def _short_label(label: str) -> str:
+    """"2025-08-06" → "08-06" under the axis; the full date stays in the point's tooltip."""
+    return label[5:] if len(label) == 10 and label[4] == "-" else label
 
 
 def _empty(head: str, parts: list[str], message: str = "No spend in this period") -> SafeString:
@@ -90,7 +97,7 @@ def line_chart(*, title: str, desc: str, series, budget=None, forecast=None, x_l
         if index % label_every == 0 or index == count - 1:
             x, _ = xy(index, 0)
             parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - MARGIN_BOTTOM + 16}" '
-                         f'text-anchor="middle">{escape(point.label[5:] if len(point.label) == 10 else point.label)}</text>')
+                         f'text-anchor="middle">{escape(_short_label(point.label))}</text>')
     parts.append(f'<text class="axis-label" x="{(left + right) / 2}" y="{HEIGHT - 8}" '
                  f'text-anchor="middle">{escape(x_label)}</text>')
     if budget_value is not None:
@@ -163,7 +170,8 @@ def column_chart(*, title: str, desc: str, items, x_label: str = "Hour of day (U
     for index, column in enumerate(columns):
         height = plot_height * column.value / top
         x = left + index * slot
-        parts.append(f'<rect class="point column" x="{x + slot * 0.15:.1f}" y="{MARGIN_TOP + plot_height - height:.1f}" '
+        top_y = MARGIN_TOP + plot_height - height
+        parts.append(f'<rect class="point column" x="{x + slot * 0.15:.1f}" y="{top_y:.1f}" '
                      f'width="{slot * 0.7:.1f}" height="{height:.1f}" data-value="{column.value}">'
                      f'<title>{escape(column.label)}: {escape(_money(column.value))}</title></rect>')
         if index % label_every == 0:

@@ -155,7 +155,8 @@ class BreakerForm(forms.ModelForm):
     class Meta:
         model = CircuitBreaker
         fields = ["name", "description", "failure_threshold", "recovery_timeout", "throttle_rate"]
-        labels = {"recovery_timeout": "Recovery timeout (seconds)", "throttle_rate": "Throttle rate (fraction admitted)"}
+        labels = {"recovery_timeout": "Recovery timeout (seconds)",
+                  "throttle_rate": "Throttle rate (fraction admitted)"}
 
     def validate_unique(self):
         """Uniqueness of the name is the service's to decide (and to word)."""

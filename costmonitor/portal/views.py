@@ -18,17 +18,30 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
 
-from alerts import selectors as alert_selectors, services as alert_services
+from alerts import selectors as alert_selectors
+from alerts import services as alert_services
 from alerts.models import AlertChannel
-from breakers import selectors as breaker_selectors, services as breaker_services
+from breakers import selectors as breaker_selectors
+from breakers import services as breaker_services
 from breakers.models import CircuitBreaker
-from budgets import accounts, services as budget_services
+from budgets import accounts
+from budgets import services as budget_services
 from budgets.models import ApiKey
 from costmonitor.api.permissions import user_has
 from costmonitor.errors import InvalidParameters
 
 from . import charts, selectors
-from .forms import AlertFilterForm, ApiKeyForm, BreakerForm, BudgetForm, ChannelForm, ReportForm, RuleForm, RuleFormSet, UsageFilterForm
+from .forms import (
+    AlertFilterForm,
+    ApiKeyForm,
+    BreakerForm,
+    BudgetForm,
+    ChannelForm,
+    ReportForm,
+    RuleForm,
+    RuleFormSet,
+    UsageFilterForm,
+)
 
 PAGE_SIZE = 50
 
@@ -97,8 +110,10 @@ def overview(request):
          "svg": charts.bar_chart(title="Spend by research category, last 30 days",
                                  desc="Total spend per research category, largest first.", items=categories)},
         {"key": "hours", "title": "Spend by hour of day", "x_label": "Hour", "rows": hours,
-         "svg": charts.column_chart(title="Spend by hour of day, last 30 days", x_label="Hour of day (budget time zone)",
-                                    desc="Total spend in each local hour of the day (the budget time zone) over the last 30 days.",
+         "svg": charts.column_chart(title="Spend by hour of day, last 30 days",
+                                    x_label="Hour of day (budget time zone)",
+                                    desc="Total spend in each local hour of the day (the budget time zone) "
+                                         "over the last 30 days.",
                                     items=hours)},
     ]
     return render(request, "portal/overview.html", {"page": "overview", **data, "chart_list": chart_list})
@@ -283,7 +298,8 @@ def reports(request):
     if report is None:
         messages.error(request, "The report range is not valid: see the marked fields.")
     else:
-        chart = charts.line_chart(title="Daily spend in the report range", desc="Spend per day between the chosen dates.",
+        chart = charts.line_chart(title="Daily spend in the report range",
+                                  desc="Spend per day between the chosen dates.",
                                   series=list(report["cost_report"]["daily_costs"].items()))
     query = f"start={form.data.get('start', '')}&end={form.data.get('end', '')}"
     return render(request, "portal/reports.html", {"page": "reports", "form": form, "report": report,
@@ -432,7 +448,8 @@ def _breaker_form(request, breaker=None):
             except InvalidParameters as error:
                 _breaker_errors(form, rules, error)
             else:
-                messages.success(request, f"Circuit breaker “{saved.name}” {'created' if breaker is None else 'saved'}.")
+                done = "created" if breaker is None else "saved"
+                messages.success(request, f"Circuit breaker “{saved.name}” {done}.")
                 return redirect("portal:breaker-detail", name=saved.name)
         messages.error(request, "The circuit breaker was not saved: please correct the fields marked below.")
     return render(request, "portal/breakers/form.html", {"page": "breakers", "form": form, "rules": rules,

@@ -70,7 +70,8 @@ def test_an_admin_adds_a_webhook_channel_and_its_secret_stays_hidden(admin_web):
 
 
 def test_a_channel_with_bad_settings_is_refused_at_the_field(admin_web):
-    page = admin_web.post("/alerts/channels/new/", {"name": "mail", "kind": "email", "is_active": "on"}).content.decode()
+    data = {"name": "mail", "kind": "email", "is_active": "on"}  # no recipients
+    page = admin_web.post("/alerts/channels/new/", data).content.decode()
     assert "The channel was not saved" in page and not AlertChannel.objects.filter(name="mail").exists()
 
 

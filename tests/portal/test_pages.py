@@ -138,7 +138,8 @@ def test_budget_list_shows_current_spend_and_health(admin_web, admin_user, resea
 
 def test_a_researcher_sees_only_budgets_that_can_apply_to_them(researcher_web, admin_user, team, other_team, outsider):
     budget_create(actor=admin_user, name="Ours", scope="team", team=team, period="daily", limit_usd=Decimal("5"))
-    budget_create(actor=admin_user, name="Theirs", scope="team", team=other_team, period="daily", limit_usd=Decimal("5"))
+    budget_create(actor=admin_user, name="Theirs", scope="team", team=other_team, period="daily",
+                  limit_usd=Decimal("5"))
     budget_create(actor=admin_user, name="Otto's", scope="user", user=outsider, period="daily", limit_usd=Decimal("5"))
     page = html(researcher_web.get("/budgets/"))
     assert 'data-budget="Ours"' in page and "Theirs" not in page and "Otto" not in page
