@@ -219,7 +219,8 @@ def main() -> int:
                                size=size, store=store)
             ctx.healthz = ctx.measure("GET", "/healthz", n=6000, concurrency=8, headers={"Authorization": ""},
                                       warmup=200)
-            say(f"== {size:,} usage records (gunicorn -w 4 -k gthread --threads 4, 8 keep-alive clients) ==")
+            say(f"== {size:,} usage records (gunicorn -w 4 -k gthread --threads 4, 8 keep-alive clients; "
+                f"load average {os.getloadavg()[0]:.1f}) ==")
             say(f"  {'/healthz':<46} {ctx.healthz.rps:8.0f} req/s   p50 {ctx.healthz.p50:.2f} ms")
             for name, module in scenario_modules(only):
                 try:
