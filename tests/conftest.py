@@ -3,6 +3,7 @@ with real API keys, and the `postgres` marker that must run, not skip, in CI."""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -25,6 +26,38 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+_DATA_MIGRATIONS = [
+    ("budgets.migrations.0002_roles_and_global_budgets", "create_roles_and_budgets"),
+    ("alerts.migrations.0002_default_log_channel", "create_log_channel"),
+]
+
+
+def _uses_database(request) -> str | None:
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if (marker and marker.kwargs.get("transaction")) or names & {"transactional_db", "live_server"}:
+        return "transactional_db"
+    if marker or "db" in names:
+        return "db"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _migration_defaults(request):
+    """A transactional test ends with a flush that also wipes what data migrations created (the
+    roles, the organisation budgets, the log channel); put them back before the next test."""
+    fixture = _uses_database(request)
+    if fixture is None:
+        return
+    request.getfixturevalue(fixture)
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    if not Group.objects.filter(name="admin").exists():
+        for module, function in _DATA_MIGRATIONS:
+            getattr(importlib.import_module(module), function)(apps, None)
 
 
 @pytest.fixture(autouse=True)
