@@ -100,3 +100,34 @@ def test_budget_status_carries_projections_per_period(researcher, week):
     assert status["projections"]["monthly"]["confidence"] == round(149.5 / 422, 2)
     plain = analytics.get_budget_status(user=researcher, now=NOW, include_projections=False)
     assert "projections" not in plain and "projected_end_of_day" not in plain["budget_summary"]["daily_budget"]
+
+
+def test_overview_counts_alerts_of_the_view_and_the_breakers(researcher, team, other_team, admin_user):
+    from datetime import timedelta
+
+    from alerts.models import BudgetAlert
+    from breakers.models import CircuitBreaker
+    from django.utils import timezone
+
+    now = timezone.now()
+    BudgetAlert.objects.create(alert_level="warning", message="Daily budget usage reached 75%", team=None,
+                               dedupe_key="a", timestamp=now - timedelta(minutes=5))
+    BudgetAlert.objects.create(alert_level="critical", message="Team at 90%", team=team, dedupe_key="b",
+                               timestamp=now - timedelta(minutes=1))
+    BudgetAlert.objects.create(alert_level="exceeded", message="Acknowledged", team=team, dedupe_key="c",
+                               acknowledged_at=now, timestamp=now - timedelta(minutes=10))
+    BudgetAlert.objects.create(alert_level="exceeded", message="Another team's", team=other_team, dedupe_key="d")
+    CircuitBreaker.objects.create(name="openai", state="closed")
+    CircuitBreaker.objects.create(name="anthropic", state="open")
+    CircuitBreaker.objects.create(name="local", state="half_open")
+    overview = analytics.get_dashboard_overview(user=researcher)
+    metrics = overview["metrics"]
+    assert (metrics["active_alerts"], metrics["critical_alerts"]) == (2, 1)
+    assert (metrics["circuit_breakers_healthy"], metrics["circuit_breakers_open"]) == (1, 2)
+    assert overview["system_health"]["components"]["circuit_breakers"] == {"status": "degraded"}
+    assert [a["message"] for a in overview["recent_alerts"]] == ["Team at 90%", "Daily budget usage reached 75%",
+                                                                 "Acknowledged"]
+    assert overview["recent_alerts"][0] == {"timestamp": round((now - timedelta(minutes=1)).timestamp(), 3),
+                                            "type": "threshold", "severity": "critical", "message": "Team at 90%"}
+    everything = analytics.get_dashboard_overview(user=admin_user)["metrics"]
+    assert (everything["active_alerts"], everything["critical_alerts"]) == (3, 2)
