@@ -90,3 +90,89 @@ class TrendsQuerySerializer(serializers.Serializer):
 
 class BudgetStatusQuerySerializer(serializers.Serializer):
     include_projections = serializers.BooleanField(required=False, default=True)
+
+
+# --- Response shapes (documentation: the selectors build these dicts) ---------------------------
+
+class PeriodStatusSerializer(serializers.Serializer):
+    budget_id = serializers.IntegerField()
+    budget_name = serializers.CharField()
+    scope = serializers.CharField()
+    period_type = serializers.CharField()
+    period_key = serializers.CharField()
+    enforcement = serializers.CharField()
+    total_cost = serializers.FloatField()
+    reserved_cost = serializers.FloatField()
+    projected_cost = serializers.FloatField()
+    percentage_used = serializers.FloatField()
+    budget_limit = serializers.FloatField()
+    over_budget = serializers.BooleanField()
+    health = serializers.CharField()
+
+
+class CostBreakdownSerializer(serializers.Serializer):
+    by_category = serializers.DictField(child=serializers.FloatField())
+    by_operation = serializers.DictField(child=serializers.FloatField())
+
+
+class BudgetCheckResponseSerializer(serializers.Serializer):
+    """check_budget_status."""
+
+    operation_allowed = serializers.BooleanField()
+    budget_health = serializers.ChoiceField(choices=["healthy", "warning", "critical", "exceeded"])
+    daily_status = PeriodStatusSerializer(allow_null=True)
+    monthly_status = PeriodStatusSerializer(allow_null=True)
+    alerts_generated = serializers.ListField(child=serializers.DictField())
+    cost_breakdown = CostBreakdownSerializer()
+    budgets = PeriodStatusSerializer(many=True)
+    denied_by = PeriodStatusSerializer(allow_null=True)
+
+
+class SummaryPeriodSerializer(serializers.Serializer):
+    total_cost = serializers.FloatField()
+    budget_limit = serializers.FloatField()
+    percentage_used = serializers.FloatField()
+    over_budget = serializers.BooleanField()
+    remaining_budget = serializers.FloatField()
+    days_in_period = serializers.IntegerField()
+    last_updated = serializers.DateTimeField()
+    reserved_cost = serializers.FloatField()
+    enforcement = serializers.CharField()
+
+
+class BudgetSummarySerializer(serializers.Serializer):
+    """get_budget_summary."""
+
+    daily_budget = SummaryPeriodSerializer()
+    monthly_budget = SummaryPeriodSerializer()
+    budget_health = serializers.CharField()
+    total_operations = serializers.IntegerField()
+    average_cost_per_operation = serializers.FloatField()
+    budgets = PeriodStatusSerializer(many=True)
+
+
+class SpendingTrendsSerializer(serializers.Serializer):
+    """get_spending_trends."""
+
+    period_days = serializers.IntegerField()
+    total_cost = serializers.FloatField()
+    average_daily_cost = serializers.FloatField()
+    trend_direction = serializers.ChoiceField(choices=["increasing", "decreasing", "stable"])
+    trend_percentage = serializers.FloatField()
+    daily_costs = serializers.DictField(child=serializers.FloatField(), help_text="Local day → cost.")
+    cost_distribution = serializers.DictField(child=serializers.FloatField(), help_text="weekdays / weekends, %.")
+    peak_usage_hours = serializers.ListField(child=serializers.IntegerField())
+
+
+class ProjectionSerializer(serializers.Serializer):
+    projected_cost = serializers.FloatField()
+    confidence = serializers.FloatField()
+    projection_method = serializers.CharField()
+
+
+class BudgetStatusSerializer(serializers.Serializer):
+    """get_budget_status: budget_summary (daily_budget/monthly_budget with projected_end_of_day /
+    projected_end_of_month, budget_health) and projections.daily / projections.monthly."""
+
+    budget_summary = serializers.DictField()
+    projections = serializers.DictField(child=ProjectionSerializer(), required=False)

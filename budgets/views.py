@@ -18,6 +18,10 @@ from tracking.pricing import price_tokens
 from . import selectors, services
 from .serializers import (
     BudgetCheckRequestSerializer,
+    BudgetCheckResponseSerializer,
+    BudgetStatusSerializer,
+    BudgetSummarySerializer,
+    SpendingTrendsSerializer,
     BudgetLimitsSerializer,
     BudgetSerializer,
     BudgetStatusQuerySerializer,
@@ -40,7 +44,7 @@ class BudgetCheckView(APIView):
     permission_classes = [CanTrackCosts]
     throttle_classes = [BudgetCheckThrottle]
 
-    @extend_schema(request=BudgetCheckRequestSerializer)
+    @extend_schema(request=BudgetCheckRequestSerializer, responses=BudgetCheckResponseSerializer)
     def post(self, request):
         params = BudgetCheckRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -146,6 +150,7 @@ class BudgetSummaryView(APIView):
     permission_classes = [CanReadBudgets]
     throttle_classes = [DashboardThrottle]
 
+    @extend_schema(responses=BudgetSummarySerializer)
     def get(self, request):
         return Response(selectors.budget_summary(user=request.user))
 
@@ -156,7 +161,7 @@ class SpendingTrendsView(APIView):
     permission_classes = [CanReadBudgets]
     throttle_classes = [DashboardThrottle]
 
-    @extend_schema(parameters=[TrendsQuerySerializer])
+    @extend_schema(parameters=[TrendsQuerySerializer], responses=SpendingTrendsSerializer)
     def get(self, request):
         params = TrendsQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -169,7 +174,7 @@ class BudgetStatusView(APIView):
     permission_classes = [CanReadBudgets]
     throttle_classes = [DashboardThrottle]
 
-    @extend_schema(parameters=[BudgetStatusQuerySerializer])
+    @extend_schema(parameters=[BudgetStatusQuerySerializer], responses=BudgetStatusSerializer)
     def get(self, request):
         from . import analytics  # the dashboards' projections (budgets.projections), scoped by team
         from .dashboard_views import integer
