@@ -1,5 +1,6 @@
 """Dashboard and analytics endpoints (the reference's BudgetDashboardAPI): parse the query, call
-budgets.analytics, answer. Read-only; every one needs read_budgets and counts as a dashboard request."""
+budgets.analytics, answer. Read-only; every one needs read_budgets and counts as a dashboard request.
+(/budget/status is budgets.views.BudgetStatusView, which answers with analytics.get_budget_status.)"""
 
 from __future__ import annotations
 
@@ -56,16 +57,6 @@ class OverviewView(DashboardView):
     @extend_schema(parameters=[TEAM], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         return Response(analytics.get_dashboard_overview(**self.scope_args(request)))
-
-
-class BudgetStatusView(DashboardView):
-    """get_budget_status: today's and this month's spend against budget, with projections."""
-
-    @extend_schema(parameters=[TEAM, OpenApiParameter("include_projections", bool, default=True)],
-                   responses=OpenApiTypes.OBJECT)
-    def get(self, request):
-        return Response(analytics.get_budget_status(
-            **self.scope_args(request), include_projections=flag(request, "include_projections", True)))
 
 
 class CostAnalyticsView(DashboardView):
