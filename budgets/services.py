@@ -1,10 +1,11 @@
 """The budget ledger (the reference's BudgetManager writes): spend counters, checks, reservations, limits.
 
 Every recorded cost moves per-period counters in the same transaction as its usage row, so a check
-reads one counter per applicable budget, whatever the history. Holds on hard budgets are taken
-with a conditional UPDATE (`… WHERE spent + reserved + x <= limit`), which PostgreSQL re-evaluates
-after any concurrent writer commits: concurrent callers can never overspend a hard budget together.
-Counter rows are always touched in (budget_id, period_key) order, so concurrent writers do not deadlock.
+reads one counter per applicable budget, whatever the history. A hold is added to every applicable
+counter by one upsert that returns the new totals under the rows' locks; if a hard budget is then
+over its limit the transaction rolls back unseen, so concurrent callers can never overspend a hard
+budget together. Counter rows are always touched in (budget_id, period_key) order, so concurrent
+writers do not deadlock.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from costmonitor.money import ZERO
 from .models import AuditLog, Budget, Reservation, ReservationHold, SpendCounter
 from .periods import budget_counts_from, budget_period_key, local_date, period_key_of_day
 
-# Sent inside the recording transaction with the list of CounterChange it made; receivers that
-# cause side effects (alerts) must defer them with transaction.on_commit.
+# Sent with the list of CounterChange a recording made: inside its transaction when there is one
+# (settlements, idempotency keys), right after its single statement committed otherwise. Receivers
+# that cause side effects (alerts) defer them with transaction.on_commit, which covers both.
 spend_recorded = Signal()
 
 

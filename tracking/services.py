@@ -1,5 +1,6 @@
-"""Recording usage (the reference's APIUsageMetricsLogger writes): one transaction stores the records,
-moves the budget counters, settles reservations and adds to the hourly rollups.
+"""Recording usage (the reference's APIUsageMetricsLogger writes): the records, the budget counters
+and the hourly rollups move together — on PostgreSQL in one statement — and reservations named by
+an operation_id are settled in the same transaction.
 """
 
 from __future__ import annotations
