@@ -6,3 +6,4 @@ class BudgetsConfig(AppConfig):
 
     def ready(self):
         from . import accounts  # noqa: F401  (connects the API-key cache eviction receivers)
+        from . import analytics  # noqa: F401  (connects the late-record cache invalidation receiver)

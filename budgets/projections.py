@@ -15,7 +15,8 @@ cautious choice). Early in a period most of the total is still uncertain, so con
 at the end it reaches 1.
 
 With fewer than MIN_HISTORY_DAYS days of history the projection is linear: the spend rate since
-the period started (or since the first recorded usage, if later) continued to the period's end;
+the period started (or since the first recorded usage, if later, but over at least 1/24 of the
+period) continued to the period's end;
 its confidence is the share of that span already observed. `method` says which was used.
 """
 
@@ -140,7 +141,10 @@ def _money(value: float | Decimal) -> Decimal:
 def _linear(spent: Decimal, start: datetime, end: datetime, at: datetime, first_seen: datetime | None,
             history_days: int) -> Projection:
     began = max(start, first_seen) if first_seen else start
-    observed = (at - began).total_seconds()
+    # Never extrapolate a rate from moments of data: observe at least 1/24 of the period (an hour of
+    # a day), or everything since the period began when that is shorter.
+    floor = min((end - start).total_seconds() / 24, (at - start).total_seconds())
+    observed = max((at - began).total_seconds(), floor)
     remaining = (end - at).total_seconds()
     if observed <= 0:
         return Projection(spent, 0.0, LINEAR_TREND, history_days)

@@ -54,15 +54,18 @@ def test_a_nearly_spent_day_is_critical_and_its_projected_overshoot_costs_points
     record(researcher, team, at(20, 9), 45)
     metrics = analytics.get_dashboard_overview(user=researcher, now=NOW)["metrics"]
     assert metrics["budget_health_status"] == "critical" and metrics["daily_percentage"] == 90.0
-    # Linear since the first use at 09:00: 6.5 hours seen, 8.5 left today, 272.5 left in the month.
+    # Linear since the first use at 09:00: 6.5 hours seen, 8.5 left today. For the month the rate is
+    # taken over at least 1/24 of its span, not extrapolated from 6.5 hours.
     seen = 6.5 * 3600
+    month_seen = 31 * 3600
     daily_projected = _linear(45, seen, DAY_LEFT)
-    monthly_projected = _linear(45, seen, MONTH_LEFT)
+    monthly_projected = _linear(45, month_seen, MONTH_LEFT)
     daily_confidence = round(6.5 / 15, 2)
-    monthly_confidence = round(seen / (seen + MONTH_LEFT), 2)
+    monthly_confidence = round(month_seen / (month_seen + MONTH_LEFT), 2)
     assert metrics["daily_projected_cost"] == daily_projected
     penalty = (15 * 0.9 + 10 + 10 + 20 * min(daily_projected / 50 - 1, 1) * daily_confidence
-               + 15 * 0.045 + 20 * min(monthly_projected / 1000 - 1, 1) * monthly_confidence)
+               + 15 * 0.045 + 20 * max(min(monthly_projected / 1000 - 1, 1), 0) * monthly_confidence)
+    assert monthly_projected < 1000  # so the month's projection costs no points
     assert metrics["budget_health_score"] == pytest.approx(round(100 - penalty, 1), abs=0.05)
 
 
