@@ -17,7 +17,6 @@ from tests.portal.conftest import record
 from tracking.models import UsageRecord
 
 
-
 def _charts_drawn(page) -> None:
     for chart in ("daily", "models", "categories", "hours"):
         figure = page.get_by_test_id(f"chart-{chart}")
