@@ -62,26 +62,12 @@ def _pct(value) -> str:
 
 
 def alert_payload(alert: BudgetAlert) -> dict:
-    """The reference's BudgetAlert fields (numbers as JSON numbers), plus what it is about."""
-    def number(value):
-        return None if value is None else float(value)
+    """What a webhook receives about an alert: the API's alert fields, keyed by `alert_id`."""
+    from .selectors import alert_dict
 
-    return {
-        "alert_id": alert.pk,
-        "timestamp": alert.timestamp.timestamp(),
-        "alert_level": alert.alert_level,
-        "alert_type": alert.alert_type,
-        "period_type": alert.period_type,
-        "period_key": alert.period_key,
-        "current_cost": number(alert.current_cost),
-        "budget_limit": number(alert.budget_limit),
-        "percentage_used": number(alert.percentage_used),
-        "threshold_percentage": number(alert.threshold_percentage),
-        "message": alert.message,
-        "budget": {"id": alert.budget_id, "name": alert.budget.name} if alert.budget_id else None,
-        "team": {"id": alert.team_id, "name": alert.team.name} if alert.team_id else None,
-        "details": alert.details or {},
-    }
+    payload = alert_dict(alert)
+    payload["alert_id"] = payload.pop("id")
+    return payload
 
 
 def alert_subject(alert: BudgetAlert) -> str:
