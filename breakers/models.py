@@ -18,7 +18,8 @@ from django.db.models import Q
 from costmonitor.money import money_field_kwargs
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-RESERVED_NAMES = frozenset({"status"})  # /breakers/status is the system status, not a breaker
+# /api/v1/breakers/status is the system status and /breakers/new/ the portal's create form: not breakers.
+RESERVED_NAMES = frozenset({"status", "new"})
 FRACTION = {"max_digits": 5, "decimal_places": 4,
             "validators": [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]}
 
