@@ -177,7 +177,7 @@ class _ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(SpendCounter)
 class SpendCounterAdmin(_ReadOnlyAdmin):
-    list_display = ["budget", "period_key", "spent", "reserved", "calls", "updated_at"]
+    list_display = ["budget", "period_key", "slot", "spent", "reserved", "calls", "updated_at"]
     list_filter = ["budget__scope", "budget__period"]
     search_fields = ["budget__name", "period_key"]
     list_select_related = ["budget"]

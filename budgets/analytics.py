@@ -450,7 +450,7 @@ def period_view(scope: Scope, period: str, now: datetime) -> PeriodView:
         period=period, limit_usd=ZERO)
     if scope.is_organisation:
         spent = (SpendCounter.objects.filter(budget=organisation, period_key=period_key(period, now))
-                 .values_list("spent", flat=True).first()) if organisation.pk else None
+                 .aggregate(s=Sum("spent"))["s"]) if organisation.pk else None
         return PeriodView(period, spent or ZERO, organisation.limit_usd, organisation, start, end)
     tightest: dict[int, Budget] = {}
     for budget in Budget.objects.filter(scope=Budget.Scope.TEAM, team_id__in=scope.team_ids, period=period,

@@ -155,10 +155,16 @@ class Budget(models.Model):
 
 
 class SpendCounter(models.Model):
-    """Spend and held reservations of one budget in one period: what an O(1) check reads."""
+    """Spend and held reservations of one budget in one period: what an O(1) check reads.
+
+    A budget period is spread over up to SPEND_COUNTER_SLOTS rows (`slot`): each recording adds to
+    its own connection's slot, so concurrent recordings do not queue on one row lock until each
+    commit is on disk. Its spend is the sum of the slots (budgets.services.budget_states).
+    """
 
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="counters")
     period_key = models.CharField(max_length=16)  # "2025-08-06", "2025-08" or "fixed"
+    slot = models.PositiveSmallIntegerField(default=0)
     spent = models.DecimalField(**money_field_kwargs())
     reserved = models.DecimalField(**money_field_kwargs())
     calls = models.BigIntegerField(default=0)
@@ -166,11 +172,11 @@ class SpendCounter(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["budget", "period_key"], name="unique_counter_per_period"),
+            models.UniqueConstraint(fields=["budget", "period_key", "slot"], name="unique_counter_slot_per_period"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.budget} {self.period_key}: {self.spent} (+{self.reserved} held)"
+        return f"{self.budget} {self.period_key}[{self.slot}]: {self.spent} (+{self.reserved} held)"
 
 
 class Reservation(models.Model):

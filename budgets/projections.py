@@ -202,8 +202,7 @@ def project_period(budget: Budget, at: datetime | None = None, *, history: Spend
     key = "fixed" if budget.period == Budget.Period.FIXED else budget_period_key(budget, at)
     spent = ZERO
     if key is not None:
-        spent = (SpendCounter.objects.filter(budget=budget, period_key=key)
-                 .values_list("spent", flat=True).first()) or ZERO
+        spent = SpendCounter.objects.filter(budget=budget, period_key=key).aggregate(s=Sum("spent"))["s"] or ZERO
     if history is None and start <= at < end:
         history = spend_history(rollup_filters=rollup_filter(budget), at=at)
     return project_spend(spent=spent, start=start, end=end, at=at, daily=budget.period == Budget.Period.DAILY,

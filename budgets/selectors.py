@@ -12,7 +12,7 @@ from django.utils import timezone
 from costmonitor.api.scoping import visible_team_ids
 from costmonitor.money import ZERO
 
-from .models import Budget, SpendCounter
+from .models import Budget
 from .periods import budget_period_bounds, budget_zone, local_date, period_bounds
 from .services import BudgetState, CheckResult, budget_states
 
@@ -128,10 +128,6 @@ def _global_states(at) -> dict[str, BudgetState]:
     return {state.budget.period: state for state in budget_states(budgets=budgets, at=at)}
 
 
-def _counter_of(state: BudgetState):
-    return SpendCounter.objects.filter(budget=state.budget, period_key=state.period_key).first()
-
-
 def _days_elapsed(budget: Budget, at) -> int:
     start, _ = budget_period_bounds(budget, at)
     return (local_date(at) - local_date(start)).days + 1
@@ -143,16 +139,15 @@ def budget_summary(*, user, at=None) -> dict:
     states = _global_states(at)
     answer: dict = {}
     healths = []
-    monthly_counter = None
+    monthly = None
     for period in ("daily", "monthly"):
         state = states.get(period)
         if state is None:
             answer[f"{period}_budget"] = None
             continue
         budget = state.budget
-        counter = _counter_of(state)
         if period == "monthly":
-            monthly_counter = counter
+            monthly = state
         healths.append(health_of(budget, state.spent))
         answer[f"{period}_budget"] = {
             "total_cost": float(state.spent),
@@ -161,12 +156,12 @@ def budget_summary(*, user, at=None) -> dict:
             "over_budget": state.spent > budget.limit_usd,
             "remaining_budget": float(max(budget.limit_usd - state.spent, ZERO)),
             "days_in_period": _days_elapsed(budget, at) if period == "monthly" else 1,
-            "last_updated": (counter.updated_at if counter else at).isoformat().replace("+00:00", "Z"),
+            "last_updated": (state.updated_at or at).isoformat().replace("+00:00", "Z"),
             "reserved_cost": float(state.reserved),
             "enforcement": budget.enforcement,
         }
-    operations = monthly_counter.calls if monthly_counter else 0
-    spent = monthly_counter.spent if monthly_counter else ZERO
+    operations = monthly.calls if monthly else 0
+    spent = monthly.spent if monthly else ZERO
     answer["budget_health"] = worst_health(healths)
     answer["total_operations"] = operations
     answer["average_cost_per_operation"] = round(float(spent / operations), 6) if operations else 0.0

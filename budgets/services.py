@@ -1,11 +1,13 @@
 """The budget ledger (the reference's BudgetManager writes): spend counters, checks, reservations, limits.
 
 Every recorded cost moves per-period counters in the same transaction as its usage row, so a check
-reads one counter per applicable budget, whatever the history. A hold is added to every applicable
-counter by one upsert that returns the new totals under the rows' locks; if a hard budget is then
-over its limit the transaction rolls back unseen, so concurrent callers can never overspend a hard
-budget together. Counter rows are always touched in (budget_id, period_key) order, so concurrent
-writers do not deadlock.
+reads a few counter rows per applicable budget, whatever the history. A budget period's counter is
+spread over SPEND_COUNTER_SLOTS rows (slots): a recording adds to its connection's slot only, so
+concurrent recordings do not queue on one row; readers sum the slots. A hold locks every slot row of
+each hard budget's period in the same upsert that adds it, and reads the exact totals under those
+locks; if a hard budget is then over its limit the transaction rolls back unseen, so concurrent
+callers can never overspend a hard budget together. Counter rows are always touched in
+(budget_id, period_key, slot) order, so concurrent writers do not deadlock.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Iterable
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Max, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -56,6 +58,8 @@ class CounterChange:
 
 @dataclass
 class _Delta:
+    """What a write adds to one counter row."""
+
     spent: Decimal = ZERO
     reserved: Decimal = ZERO
     calls: int = 0
@@ -77,6 +81,8 @@ class BudgetState:
     period_key: str
     spent: Decimal
     reserved: Decimal
+    calls: int = 0
+    updated_at: datetime | None = None
 
     @property
     def committed(self) -> Decimal:
@@ -94,8 +100,13 @@ class CheckResult:
 
 # --- Which budgets apply ----------------------------------------------------------------------
 
+_BUDGET_FIELDS = [f.attname for f in Budget._meta.concrete_fields]
+
+
 def budgets_applicable(*, target: SpendTarget) -> list[Budget]:
     """Active budgets covering this team, user, category or model (and the organisation)."""
+    if connection.vendor == "postgresql":
+        return _budgets_applicable_sql(target)
     scope = Budget.Scope
     condition = Q(scope=scope.ORGANIZATION) | Q(scope=scope.TEAM, team_id=target.team_id) | Q(
         scope=scope.USER, user_id=target.user_id)
@@ -106,42 +117,86 @@ def budgets_applicable(*, target: SpendTarget) -> list[Budget]:
     return list(Budget.objects.filter(condition, is_active=True).order_by("id"))
 
 
+def _budgets_applicable_sql(target: SpendTarget) -> list[Budget]:
+    """The same query hand-written (PostgreSQL returns every column as its Python type): it runs for
+    every recording, and building it with the ORM cost more than running it."""
+    global _BUDGETS_APPLICABLE_SQL
+    if _BUDGETS_APPLICABLE_SQL is None:
+        quote = connection.ops.quote_name
+        _BUDGETS_APPLICABLE_SQL = (
+            f"SELECT {', '.join(quote(f.column) for f in Budget._meta.concrete_fields)} "
+            f"FROM {quote(Budget._meta.db_table)} WHERE is_active AND (scope = %s OR (scope = %s AND team_id = %s) "
+            f"OR (scope = %s AND user_id = %s) OR (scope = %s AND research_category = %s) "
+            f"OR (scope = %s AND model_name = %s)) ORDER BY id")
+    scope = Budget.Scope
+    # An empty category or model names no budget (NULL equals nothing).
+    params = [scope.ORGANIZATION, scope.TEAM, target.team_id, scope.USER, target.user_id,
+              scope.CATEGORY, target.research_category or None, scope.MODEL, target.model_name or None]
+    with connection.cursor() as cursor:
+        cursor.execute(_BUDGETS_APPLICABLE_SQL, params)
+        rows = cursor.fetchall()
+    names = [f.attname for f in Budget._meta.concrete_fields]
+    return [Budget.from_db(connection.alias, names, row) for row in rows]
+
+
+_BUDGETS_APPLICABLE_SQL: str | None = None
+
+
 # --- Counters ---------------------------------------------------------------------------------
 
-def counters_upsert_sql(deltas: dict[tuple[int, str], _Delta]) -> tuple[str, list]:
-    """One INSERT … ON CONFLICT DO UPDATE adding the deltas, rows sorted by (budget, period) so that
-    concurrent writers lock counters in the same order and never deadlock. RETURNING id, budget_id,
-    period_key, spent, reserved (the totals after the change)."""
+CounterKey = tuple  # (budget_id, period_key, slot)
+
+
+def counter_slot() -> int:
+    """The counter slot this connection writes: its PostgreSQL backend's pid modulo SPEND_COUNTER_SLOTS
+    (0 elsewhere). One connection always writes the same row, concurrent connections mostly not."""
+    slots = settings.SPEND_COUNTER_SLOTS
+    if slots <= 1 or connection.vendor != "postgresql":
+        return 0
+    connection.ensure_connection()
+    return connection.connection.info.backend_pid % slots
+
+
+def counters_upsert_sql(deltas: dict[CounterKey, _Delta]) -> tuple[str, list]:
+    """One INSERT … ON CONFLICT DO UPDATE adding the deltas, rows sorted by (budget, period, slot) so
+    that concurrent writers lock counter rows in the same order and never deadlock. RETURNING id,
+    budget_id, period_key, slot, spent, reserved (the row's values after the change)."""
     table = SpendCounter._meta.db_table
     now = timezone.now()
     rows, params = [], []
-    for (budget_id, key), delta in sorted(deltas.items()):
-        rows.append("(%s, %s, %s, %s, %s, %s)")
-        params += [budget_id, key, delta.spent, delta.reserved, delta.calls, now]
+    for (budget_id, key, slot), delta in sorted(deltas.items()):
+        rows.append("(%s, %s, %s, %s, %s, %s, %s)")
+        params += [budget_id, key, slot, delta.spent, delta.reserved, delta.calls, now]
     sql = (
-        f"INSERT INTO {table} (budget_id, period_key, spent, reserved, calls, updated_at) VALUES {', '.join(rows)} "
-        f"ON CONFLICT (budget_id, period_key) DO UPDATE SET spent = {table}.spent + EXCLUDED.spent, "
+        f"INSERT INTO {table} (budget_id, period_key, slot, spent, reserved, calls, updated_at) "
+        f"VALUES {', '.join(rows)} "
+        f"ON CONFLICT (budget_id, period_key, slot) DO UPDATE SET spent = {table}.spent + EXCLUDED.spent, "
         f"reserved = {table}.reserved + EXCLUDED.reserved, calls = {table}.calls + EXCLUDED.calls, "
-        f"updated_at = EXCLUDED.updated_at RETURNING id, budget_id, period_key, spent, reserved"
+        f"updated_at = EXCLUDED.updated_at RETURNING id, budget_id, period_key, slot, spent, reserved"
     )
     return sql, params
 
 
-def _apply_deltas(deltas: dict[tuple[int, str], _Delta], *, with_ids: bool = False) -> dict[tuple[int, str], tuple]:
-    """Run the counter upsert; returns {(budget, key): (spent, reserved)}, or (id, spent, reserved) with `with_ids`."""
-    if not deltas:
-        return {}
-    sql, params = counters_upsert_sql(deltas)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if with_ids:
-        return {(b, k): (i, Decimal(str(s)), Decimal(str(r))) for i, b, k, s, r in rows}
-    return {(b, k): (Decimal(str(s)), Decimal(str(r))) for _, b, k, s, r in rows}
+def counters_snapshot_sql(periods) -> tuple[str, list]:
+    """Every slot row of these (budget_id, period_key) periods: id, budget_id, period_key, slot, spent, reserved."""
+    table = SpendCounter._meta.db_table
+    params = [value for period in sorted(periods) for value in period]
+    pairs = ", ".join(["(%s, %s)"] * (len(params) // 2))
+    return (f"SELECT id, budget_id, period_key, slot, spent, reserved FROM {table} "
+            f"WHERE (budget_id, period_key) IN ({pairs})"), params
 
 
-def _spend_deltas(entries: Iterable[SpendLedgerEntry], budgets_by_target) -> tuple[dict, dict]:
-    deltas: dict[tuple[int, str], _Delta] = defaultdict(_Delta)
+@dataclass
+class PeriodTotal:
+    """A budget period's spend and holds summed over its slots, and the ids of the slot rows seen."""
+
+    spent: Decimal = ZERO
+    reserved: Decimal = ZERO
+    counter_ids: dict[int, int] = field(default_factory=dict)  # slot → SpendCounter id
+
+
+def _spend_deltas(entries: Iterable[SpendLedgerEntry], budgets_by_target, slot: int) -> tuple[dict, dict]:
+    deltas: dict[CounterKey, _Delta] = defaultdict(_Delta)
     budgets: dict[int, Budget] = {}
     counts_from: dict[int, datetime | None] = {}
     for entry in entries:
@@ -156,36 +211,106 @@ def _spend_deltas(entries: Iterable[SpendLedgerEntry], budgets_by_target) -> tup
             if key is None:
                 continue
             budgets[budget.id] = budget
-            delta = deltas[(budget.id, key)]
+            delta = deltas[(budget.id, key, slot)]
             delta.spent += entry.cost
             delta.calls += entry.calls
     return deltas, budgets
 
 
+# Column layout of the rows a counter write reads back: (tag, id, budget_id, period_key, slot, spent, reserved).
+WRITTEN, SNAPSHOT = 1, 2
+
+
 @dataclass
 class CounterWrite:
-    """What recording some costs (and settling some holds) does to the counters, before it is done."""
+    """What recording some costs (settling some holds, or placing one) does to the counter rows, before it is done.
 
-    deltas: dict[tuple[int, str], _Delta]
+    Run as one statement on PostgreSQL: the upsert (which locks the rows it writes and returns their
+    new values) and a read of every slot row of the same periods (the statement's snapshot). A
+    period's total is the written rows' new values plus the other slots as of that snapshot.
+    """
+
+    deltas: dict[CounterKey, _Delta]
     budgets: dict[int, Budget]
 
-    def sql(self) -> tuple[str, list]:
-        return counters_upsert_sql(self.deltas)
+    @property
+    def periods(self) -> set[tuple[int, str]]:
+        return {(budget_id, key) for budget_id, key, _ in self.deltas}
+
+    def ctes(self) -> tuple[list[str], list, str]:
+        """WITH parts `cnt` and `snp`, their parameters, and the UNION ALL branches selecting both."""
+        upsert, upsert_params = counters_upsert_sql(self.deltas)
+        snapshot, snapshot_params = counters_snapshot_sql(self.periods)
+        columns = "id, budget_id, period_key, slot, spent, reserved"
+        return ([f"cnt AS ({upsert})", f"snp AS ({snapshot})"], upsert_params + snapshot_params,
+                f"SELECT {WRITTEN}, {columns} FROM cnt UNION ALL SELECT {SNAPSHOT}, {columns} FROM snp")
+
+    def execute(self) -> list[tuple]:
+        """Apply the deltas on the current connection (in the caller's transaction, if any); the tagged rows."""
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                parts, params, select = self.ctes()
+                cursor.execute(f"WITH {', '.join(parts)} {select}", params)
+                return cursor.fetchall()
+            # Elsewhere (SQLite) writers are serialised: read the snapshot, then upsert.
+            cursor.execute(*counters_snapshot_sql(self.periods))
+            rows = [(SNAPSHOT, *row) for row in cursor.fetchall()]
+            cursor.execute(*counters_upsert_sql(self.deltas))
+            return rows + [(WRITTEN, *row) for row in cursor.fetchall()]
+
+    def totals(self, rows) -> dict[tuple[int, str], PeriodTotal]:
+        """Each period's total from the tagged rows: a written row's new values, else the snapshot's."""
+        latest: dict[CounterKey, tuple] = {}
+        for tag, counter_id, budget_id, key, slot, spent, reserved in rows:
+            if tag == WRITTEN or (budget_id, key, slot) not in latest:
+                latest[(budget_id, key, slot)] = (counter_id, spent, reserved)
+        totals: dict[tuple[int, str], PeriodTotal] = {}
+        for (budget_id, key, slot), (counter_id, spent, reserved) in latest.items():
+            total = totals.setdefault((budget_id, key), PeriodTotal())
+            total.spent += Decimal(str(spent))
+            total.reserved += Decimal(str(reserved))
+            total.counter_ids[slot] = counter_id
+        return totals
+
+    def totals_now(self) -> dict[tuple[int, str], tuple[Decimal, Decimal]]:
+        """Each period's (spent, reserved) summed over its slots as committed now (plus this transaction's)."""
+        sql, params = counters_snapshot_sql(self.periods)
+        sql = sql.replace("SELECT id, budget_id, period_key, slot, spent, reserved",
+                          "SELECT budget_id, period_key, SUM(spent), SUM(reserved)") + " GROUP BY budget_id, period_key"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {(b, k): (Decimal(str(s)), Decimal(str(r))) for b, k, s, r in cursor.fetchall()}
 
     def done(self, rows) -> list[CounterChange]:
-        """Given the upsert's RETURNING rows, announce the changes (spend_recorded) and return them."""
-        after = {(b, k): (Decimal(str(s)), Decimal(str(r))) for _, b, k, s, r in rows}
+        """Given the statement's rows, announce the changes (spend_recorded) with each period's TOTAL
+        spend before and after, and return them.
+
+        `spent_before` is the statement's view: the other slots as of its snapshot plus this slot's
+        value under its lock — never more than the total just before this write committed.
+        `spent_after` is read afresh once the write is done (after its commit when it ran on its own):
+        at least the total just after it. So whichever write took the total across a threshold sees
+        the threshold inside (spent_before, spent_after], even when writes on other slots committed
+        meanwhile (they may see it too: alerts are deduplicated). Holds moving alone read nothing more.
+        """
+        totals = self.totals(rows)
+        added: dict[tuple[int, str], Decimal] = defaultdict(lambda: ZERO)
+        for (budget_id, key, _slot), delta in self.deltas.items():
+            added[(budget_id, key)] += delta.spent
+        now = self.totals_now() if any(added.values()) else {}
         changes = []
-        for (budget_id, key), delta in sorted(self.deltas.items()):
-            spent, reserved = after[(budget_id, key)]
-            changes.append(CounterChange(self.budgets[budget_id], key, spent - delta.spent, spent, reserved))
+        for (budget_id, key) in sorted(self.periods):
+            total = totals[(budget_id, key)]
+            spent_after, reserved = now.get((budget_id, key), (total.spent, total.reserved))
+            changes.append(CounterChange(self.budgets[budget_id], key, total.spent - added[(budget_id, key)],
+                                         max(spent_after, total.spent), reserved))
         spend_recorded.send(sender=SpendCounter, changes=changes)
         return changes
 
 
 def counters_prepare(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,
                      budgets_by_target=None) -> CounterWrite | None:
-    """The counter deltas of these costs for every applicable budget, minus the holds being settled."""
+    """The counter deltas of these costs for every applicable budget (on this connection's slot), minus
+    the holds being settled (on the slot rows they were placed on)."""
     if budgets_by_target is None:
         cache: dict[SpendTarget, list[Budget]] = {}
 
@@ -194,12 +319,12 @@ def counters_prepare(*, entries: list[SpendLedgerEntry], settle: list[Reservatio
                 cache[target] = budgets_applicable(target=target)
             return cache[target]
 
-    deltas, budgets = _spend_deltas(entries, budgets_by_target)
+    deltas, budgets = _spend_deltas(entries, budgets_by_target, counter_slot() if entries else 0)
     for reservation in settle or []:
         for hold in reservation.holds.select_related("counter__budget"):
             counter = hold.counter
             budgets.setdefault(counter.budget_id, counter.budget)
-            deltas[(counter.budget_id, counter.period_key)].reserved -= hold.amount
+            deltas[(counter.budget_id, counter.period_key, counter.slot)].reserved -= hold.amount
     return CounterWrite(deltas, budgets) if deltas else None
 
 
@@ -211,16 +336,13 @@ def counters_record_spend(*, entries: list[SpendLedgerEntry], settle: list[Reser
     if write is None:
         spend_recorded.send(sender=SpendCounter, changes=[])
         return []
-    sql, params = write.sql()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return write.done(cursor.fetchall())
+    return write.done(write.execute())
 
 
 # --- Reading state ----------------------------------------------------------------------------
 
 def budget_states(*, budgets: list[Budget], at: datetime | None = None) -> list[BudgetState]:
-    """Current spend and holds of each budget's period containing `at` (one query)."""
+    """Current spend and holds of each budget's period containing `at`, summed over its slots (one query)."""
     at = at or timezone.now()
     keyed = [(b, budget_period_key(b, at)) for b in budgets]
     keyed = [(b, k) for b, k in keyed if k is not None]
@@ -229,12 +351,16 @@ def budget_states(*, budgets: list[Budget], at: datetime | None = None) -> list[
     condition = Q()
     for budget, key in keyed:
         condition |= Q(budget_id=budget.id, period_key=key)
-    found = {(c.budget_id, c.period_key): c for c in SpendCounter.objects.filter(condition)}
+    rows = (SpendCounter.objects.filter(condition).order_by().values("budget_id", "period_key")
+            .annotate(spent=Sum("spent"), reserved=Sum("reserved"), calls=Sum("calls"), updated_at=Max("updated_at")))
+    found = {(row["budget_id"], row["period_key"]): row for row in rows}
     states = []
     for budget, key in keyed:
-        counter = found.get((budget.id, key))
-        states.append(BudgetState(budget, key, counter.spent if counter else ZERO,
-                                  counter.reserved if counter else ZERO))
+        row = found.get((budget.id, key))
+        if row is None:
+            states.append(BudgetState(budget, key, ZERO, ZERO))
+        else:
+            states.append(BudgetState(budget, key, row["spent"], row["reserved"], row["calls"], row["updated_at"]))
     return states
 
 
@@ -280,10 +406,13 @@ def reservation_create(*, target: SpendTarget, amount: Decimal, operation_type: 
                        ttl_seconds: int | None = None) -> Reservation:
     """Hold `amount` against every applicable budget atomically; BudgetExceeded if a hard one can't take it.
 
-    One upsert adds the hold to every counter (creating missing rows) and returns the new totals
-    while it holds the rows' locks; if a hard budget is now over its limit, the transaction rolls
-    back before anyone else could see the hold. Concurrent callers queue on the row locks, so each
-    one verifies against the totals every earlier caller committed.
+    One statement adds the hold to this connection's slot of every applicable budget's period and,
+    for each hard budget, writes (adds nothing to, creating if missing) every other slot of the
+    period too: that locks all of its slot rows, in the (budget, period, slot) order every writer
+    uses, so the returned values are the period's exact total while no one else can change it. If a
+    hard budget is then over its limit the transaction rolls back before anyone could see the hold.
+    Concurrent callers queue on those row locks, so each verifies against what the earlier ones
+    committed; recordings lock only their own slot's rows and never deny.
     """
     if amount < 0:
         raise InvalidParameters("The estimated cost must not be negative.", field="estimated_cost")
@@ -291,12 +420,19 @@ def reservation_create(*, target: SpendTarget, amount: Decimal, operation_type: 
     ttl = ttl_seconds or settings.RESERVATION_TTL_SECONDS
     keyed = [(b, budget_period_key(b, now)) for b in budgets_applicable(target=target)]
     keyed = [(b, k) for b, k in keyed if k is not None]
+    slot = counter_slot()
+    deltas: dict[CounterKey, _Delta] = {}
+    for budget, key in keyed:
+        if budget.is_hard:
+            deltas.update({(budget.id, key, other): _Delta() for other in range(settings.SPEND_COUNTER_SLOTS)})
+        deltas[(budget.id, key, slot)] = _Delta(reserved=amount)
+    write = CounterWrite(deltas, {b.id: b for b, _ in keyed})
     with transaction.atomic():
-        after = _apply_deltas({(b.id, k): _Delta(reserved=amount) for b, k in keyed}, with_ids=True)
+        totals = write.totals(write.execute()) if deltas else {}
         for budget, key in keyed:
-            counter_id, spent, reserved = after[(budget.id, key)]
-            if budget.is_hard and spent + reserved > budget.limit_usd:
-                error = _budget_exceeded(BudgetState(budget, key, spent, reserved - amount), amount)
+            total = totals[(budget.id, key)]
+            if budget.is_hard and total.spent + total.reserved > budget.limit_usd:
+                error = _budget_exceeded(BudgetState(budget, key, total.spent, total.reserved - amount), amount)
                 transaction.set_rollback(True)
                 raise error
         reservation = Reservation.objects.create(
@@ -304,7 +440,7 @@ def reservation_create(*, target: SpendTarget, amount: Decimal, operation_type: 
             research_category=target.research_category, model_name=target.model_name,
             expires_at=now + timedelta(seconds=ttl))
         ReservationHold.objects.bulk_create(
-            [ReservationHold(reservation=reservation, counter_id=after[(b.id, k)][0], amount=amount)
+            [ReservationHold(reservation=reservation, counter_id=totals[(b.id, k)].counter_ids[slot], amount=amount)
              for b, k in keyed])
     return reservation
 

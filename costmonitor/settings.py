@@ -195,6 +195,9 @@ FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
 DEFAULT_DAILY_BUDGET = env.str("DEFAULT_DAILY_BUDGET", default="50")
 DEFAULT_MONTHLY_BUDGET = env.str("DEFAULT_MONTHLY_BUDGET", default="1000")
 RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=900)
+# Rows each budget period's spend counter is spread over: concurrent recordings add to different rows
+# instead of queueing on one row lock (held until each commit is flushed to disk). Checks sum them.
+SPEND_COUNTER_SLOTS = max(1, min(env.int("SPEND_COUNTER_SLOTS", default=8), 64))
 ALERTS_ALLOW_PRIVATE_URLS = env.bool("ALERTS_ALLOW_PRIVATE_URLS", default=False)
 ALERT_SEND_TIMEOUT_SECONDS = env.float("ALERT_SEND_TIMEOUT_SECONDS", default=10.0)
 # Alert delivery: bounded attempts with exponential backoff (base × 2^(n-1), capped). A delivery

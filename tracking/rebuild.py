@@ -103,28 +103,48 @@ def _held_by_counter(budget_ids) -> dict[int, Decimal]:
 
 
 def counters_rebuild(*, budgets: list[Budget], write: bool, report: RebuildReport | None = None) -> RebuildReport:
-    """Compare (and with `write`, replace) each budget's counters with the sums of its records."""
+    """Compare (and with `write`, replace) each budget's counters with the sums of its records.
+
+    A period's counter is spread over slot rows: it is the periods' totals (summed over the slots)
+    that must equal the records. A repair puts a drifted period's spend and calls on slot 0 and
+    zeroes the other slots; every slot row keeps as reserved exactly the held reservations placed
+    on it (their holds point at that row).
+    """
     report = report or RebuildReport()
-    stored = {(c.budget_id, c.period_key): c for c in SpendCounter.objects.filter(budget__in=budgets)}
+    rows: dict[tuple[int, str], list[SpendCounter]] = {}
+    for counter in SpendCounter.objects.filter(budget__in=budgets).order_by("budget_id", "period_key", "slot"):
+        rows.setdefault((counter.budget_id, counter.period_key), []).append(counter)
     held = _held_by_counter([b.id for b in budgets])
     now = timezone.now()
     for budget in budgets:
         actual = counters_actual(budget)
-        keys = set(actual) | {key for (budget_id, key) in stored if budget_id == budget.id}
+        keys = set(actual) | {key for (budget_id, key) in rows if budget_id == budget.id}
         for key in sorted(keys):
-            counter = stored.get((budget.id, key))
+            slots = rows.get((budget.id, key), [])
             spent, calls = actual.get(key, (ZERO, 0))
-            reserved = held.get(counter.id, ZERO) if counter else ZERO
-            before = (_money(counter.spent), counter.calls, _money(counter.reserved)) if counter else (ZERO, 0, ZERO)
+            reserved = sum((held.get(c.id, ZERO) for c in slots), ZERO)
+            before = (_money(sum((c.spent for c in slots), ZERO)), sum(c.calls for c in slots),
+                      _money(sum((c.reserved for c in slots), ZERO)))
+            row_reserved_ok = all(_money(c.reserved) == held.get(c.id, ZERO) for c in slots)
             report.counters_checked += 1
-            if before == (spent, calls, reserved):
+            if before == (spent, calls, reserved) and row_reserved_ok:
                 continue
             report.counter_drift.append(CounterDrift(budget, key, before, (spent, calls, reserved)))
             if write:
-                SpendCounter.objects.update_or_create(
-                    budget=budget, period_key=key,
-                    defaults={"spent": spent, "calls": calls, "reserved": reserved, "updated_at": now})
+                _counter_period_write(budget, key, slots, spent=spent, calls=calls, held=held, now=now)
     return report
+
+
+def _counter_period_write(budget: Budget, key: str, slots: list[SpendCounter], *, spent, calls, held, now) -> None:
+    """Spend and calls on slot 0, nothing on the others; each row's reserved = the holds placed on it."""
+    if not any(c.slot == 0 for c in slots):
+        SpendCounter.objects.create(budget=budget, period_key=key, slot=0, spent=spent, calls=calls,
+                                    reserved=ZERO, updated_at=now)
+    for counter in slots:
+        first = counter.slot == 0
+        SpendCounter.objects.filter(pk=counter.pk).update(
+            spent=spent if first else ZERO, calls=calls if first else 0,
+            reserved=held.get(counter.id, ZERO), updated_at=now)
 
 
 # --- Rollups -----------------------------------------------------------------------------------

@@ -94,10 +94,7 @@ def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_pre
         else:
             UsageRecord.objects.bulk_create(records, batch_size=500)
             if write is not None:
-                sql, params = write.sql()
-                with connection.cursor() as cursor:
-                    cursor.execute(sql, params)
-                    write.done(cursor.fetchall())
+                write.done(write.execute())
             rollups_add(records=records)
         reservations_mark(reservations=settled, status=Reservation.Status.SETTLED)
     return records
@@ -110,24 +107,37 @@ def usage_record(*, user, api_key=None, event: UsageEvent) -> UsageRecord:
 _RECORD_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 
 
+def _record_columns() -> list[tuple]:
+    """(field, quoted column, SQL array element type, is JSON) of every stored column, worked out once."""
+    global _RECORD_COLUMNS
+    if _RECORD_COLUMNS is None:
+        _RECORD_COLUMNS = [
+            (f, connection.ops.quote_name(f.column),
+             "text" if f.get_internal_type() == "JSONField" else f.db_type(connection),
+             f.get_internal_type() == "JSONField")
+            for f in _RECORD_FIELDS]
+    return _RECORD_COLUMNS
+
+
+_RECORD_COLUMNS: list[tuple] | None = None
+
+
 def _records_insert_sql(records: list[UsageRecord]) -> tuple[str, list]:
     """INSERT … SELECT FROM unnest(one array per column): a short statement whatever the number of
     rows (a VALUES list of 1,000 rows × 29 columns costs more to build and parse than to store)."""
     now = timezone.now()
     columns, selected, arrays = [], [], []
-    for index, f in enumerate(_RECORD_FIELDS):
-        db_type = f.db_type(connection)
+    for index, (f, column, db_type, is_json) in enumerate(_record_columns()):
         if f.name == "recorded_at":
             values = [now] * len(records)
             for record in records:
                 record.recorded_at = now
-        elif f.get_internal_type() == "JSONField":
+        elif is_json:
             values = [json.dumps(getattr(record, f.attname)) for record in records]
-            db_type = "text"
         else:
             values = [getattr(record, f.attname) for record in records]
-        columns.append(connection.ops.quote_name(f.column))
-        selected.append(f"c{index}::jsonb" if f.get_internal_type() == "JSONField" else f"c{index}")
+        columns.append(column)
+        selected.append(f"c{index}::jsonb" if is_json else f"c{index}")
         arrays.append((values, db_type))
     names = ", ".join(f"c{i}" for i in range(len(arrays)))
     sql = (f"INSERT INTO {UsageRecord._meta.db_table} ({', '.join(columns)}) "
@@ -143,12 +153,12 @@ def _write_in_one_statement(records: list[UsageRecord], write) -> None:
     sql, values = _records_insert_sql(records)
     parts.append(f"rec AS ({sql})")
     params += values
-    select = "SELECT 0, id, NULL::varchar, NULL::numeric, NULL::numeric, NULL::bigint FROM rec"
+    select = "SELECT 0, id, NULL::bigint, NULL::varchar, NULL::smallint, NULL::numeric, NULL::numeric FROM rec"
     if write is not None:
-        sql, values = write.sql()
-        parts.append(f"cnt AS ({sql})")
-        params += values
-        select += " UNION ALL SELECT 1, budget_id, period_key, spent, reserved, id FROM cnt"
+        counter_parts, counter_params, counter_select = write.ctes()
+        parts += counter_parts
+        params += counter_params
+        select += f" UNION ALL {counter_select}"
     rollups = _rollups_upsert_sql(records)
     if rollups is not None:
         parts.append(f"rol AS ({rollups[0]})")
@@ -161,7 +171,7 @@ def _write_in_one_statement(records: list[UsageRecord], write) -> None:
         record.pk = pk
         record._state.adding = False
     if write is not None:
-        write.done([(r[5], r[1], r[2], r[3], r[4]) for r in rows if r[0] == 1])
+        write.done([r for r in rows if r[0] != 0])
 
 
 # --- Rollups ----------------------------------------------------------------------------------

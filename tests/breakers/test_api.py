@@ -6,8 +6,9 @@ from decimal import Decimal
 import pytest
 
 from breakers.models import BreakerEvent, CircuitBreaker
-from budgets.models import AuditLog, Reservation, SpendCounter
+from budgets.models import AuditLog, Reservation
 from budgets.services import global_budget
+from tests.counters import counter_total
 from tracking.models import UsageRecord
 
 from .conftest import make_breaker, reloaded
@@ -108,7 +109,7 @@ def test_execute_then_result_settles_the_reservation_and_records_the_usage(resea
         "research_category": "metabolite_identification"}, format="json"), 201)
     assert allowed["allowed"] is True and allowed["state"] == "closed" and allowed["estimated_cost"] > 0
     operation_id = allowed["operation_id"]
-    daily = SpendCounter.objects.get(budget=global_budget("daily"))
+    daily = counter_total(global_budget("daily"))
     assert float(daily.reserved) == allowed["estimated_cost"]
 
     settled = data(researcher_client.post(f"/api/v1/breakers/llm_operations/operations/{operation_id}/result", {
@@ -119,7 +120,7 @@ def test_execute_then_result_settles_the_reservation_and_records_the_usage(resea
     assert (record.cost_usd, record.user, record.success, record.model_name, record.research_category) == (
         Decimal("0.045"), researcher, True, "gpt-4o-mini", "metabolite_identification")
     assert Reservation.objects.get(operation_id=operation_id).status == "settled"
-    daily.refresh_from_db()
+    daily = counter_total(global_budget("daily"))
     assert (daily.spent, daily.reserved) == (Decimal("0.045"), Decimal("0"))
     breaker = CircuitBreaker.objects.get()
     assert (breaker.allowed_calls, breaker.total_actual_cost) == (1, Decimal("0.045"))

@@ -10,6 +10,7 @@ from breakers.models import BreakerEvent, BreakerOperation
 from budgets.models import SpendCounter
 from budgets.services import SpendTarget, budget_limits_update, global_budget, reservation_create
 from costmonitor.errors import BudgetExceeded, CircuitBreakerOpen, CircuitBreakerThrottled, InvalidParameters
+from tests.counters import counter_total
 from tracking.events import UsageEvent
 from tracking.pricing import price_tokens
 from tracking.services import usage_record
@@ -179,7 +180,7 @@ def test_budget_exceeded_through_the_breaker_is_counted_as_a_cost_block(research
 def test_an_allowed_call_holds_its_estimate_in_the_ledger(researcher, clock):
     breaker = make_breaker()
     allowed = execute(breaker, researcher, clock, estimated_cost=Decimal("2.50"))
-    counter = SpendCounter.objects.get(budget=global_budget("daily"))
+    counter = counter_total(global_budget("daily"))
     assert counter.reserved == Decimal("2.50")
     operation = BreakerOperation.objects.get(operation_id=allowed["operation_id"])
     assert (operation.estimated_cost, operation.status, operation.user) == (Decimal("2.50"), "allowed", researcher)

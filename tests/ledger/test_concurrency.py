@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from budgets import services as budget_services
 from budgets.models import Budget, SpendCounter
 from tests.conftest import client_for
+from tests.counters import counter_total
 from tracking.models import UsageRecord
 from tracking.rebuild import ledger_rebuild
 
@@ -73,7 +74,7 @@ def test_fifty_callers_against_a_twenty_dollar_hard_budget_exactly_twenty_succee
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     assert outcomes.count((201, None)) == 20
     assert outcomes.count((402, "BUDGET_EXCEEDED")) == 30
-    counter = SpendCounter.objects.get(budget=budget)
+    counter = counter_total(budget)
     recorded = UsageRecord.objects.aggregate(total=Sum("cost_usd"))["total"]
     assert counter.spent == recorded == Decimal("20") and counter.reserved == 0 and counter.calls == 20
     assert not ledger_rebuild(write=False).has_drift
@@ -90,7 +91,7 @@ def test_concurrent_reservations_never_hold_more_than_a_hard_limit(researcher, t
 
     statuses = run_together(len(amounts), reserve)
     assert set(statuses) <= {201, 402}, statuses
-    counter = SpendCounter.objects.get(budget__name="Lab $10/day")
+    counter = counter_total(Budget.objects.get(name="Lab $10/day"))
     assert Decimal(0) < counter.reserved <= Decimal("10")
     assert counter.reserved == sum(a for a, s in zip(amounts, statuses, strict=True) if s == 201)
 
@@ -110,7 +111,7 @@ def test_a_retried_key_sent_ten_times_at_once_and_five_times_after_is_counted_on
     assert {status for status, _ in concurrent + sequential} == {201}
     assert len({record_id for _, record_id in concurrent + sequential}) == 1
     assert UsageRecord.objects.count() == 1
-    daily = SpendCounter.objects.get(budget=budget_services.global_budget("daily"))
+    daily = counter_total(budget_services.global_budget("daily"))
     assert (daily.spent, daily.calls) == (Decimal("0.023"), 1)
 
 
@@ -193,8 +194,48 @@ def test_rebuild_counters_reports_and_repairs_drift(researcher):
         call_command("rebuild_counters", "--check", stdout=out)
     assert exited.value.code == 1
     assert "spent 9.000000 -> 4.000000" in out.getvalue() and "calls 7 -> 2" in out.getvalue()
-    assert SpendCounter.objects.get(budget=daily).spent == Decimal("9")  # --check writes nothing
+    assert counter_total(daily).spent == Decimal("9")  # --check writes nothing
     call_command("rebuild_counters", stdout=StringIO())
-    counter = SpendCounter.objects.get(budget=daily)
+    counter = counter_total(daily)
     assert (counter.spent, counter.calls) == (Decimal("4"), 2)
     assert not ledger_rebuild(write=False).has_drift
+
+
+def test_sharded_counters_keep_the_hard_budget_guarantee_and_rebuild_finds_no_drift(researcher, team, settings):
+    settings.SPEND_COUNTER_SLOTS = 8
+    budget = Budget.objects.create(name="Lab $20/day (slots)", scope="team", team=team, period="daily", limit_usd=20)
+    raw_key = client_for(researcher).raw_key
+
+    # $10 of plain recordings from 40 connections at once: spread over several slot rows.
+    recorded = run_together(40, lambda _: api_client(raw_key).post("/api/v1/costs/track", {"cost": "0.25"},
+                                                                    format="json").status_code)
+    assert recorded == [201] * 40
+    assert SpendCounter.objects.filter(budget=budget).count() > 1
+    assert counter_total(budget).spent == Decimal("10")
+
+    def reserve_then_record(_):
+        client = api_client(raw_key)
+        held = client.post("/api/v1/budget/reserve", {"estimated_cost": 1}, format="json")
+        if held.status_code != 201:
+            return held.status_code, held.json()["error"]["code"]
+        answer = client.post("/api/v1/costs/track", {"cost": 1, "operation_id": held.json()["data"]["operation_id"]},
+                             format="json")
+        return answer.status_code, None
+
+    outcomes = run_together(50, reserve_then_record)
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert outcomes.count((201, None)) == 10
+    assert outcomes.count((402, "BUDGET_EXCEEDED")) == 40
+    counter = counter_total(budget)
+    assert counter.spent == UsageRecord.objects.filter(team=team).aggregate(t=Sum("cost_usd"))["t"] == Decimal("20")
+    assert counter.reserved == 0 and counter.calls == 50
+    assert not ledger_rebuild(write=False).has_drift
+
+    # A damaged slot row is drift; the repair puts the period's spend on slot 0 and the totals are right again.
+    SpendCounter.objects.filter(budget=budget).exclude(slot=0).update(spent=Decimal("99"))
+    assert ledger_rebuild(write=False).has_drift
+    ledger_rebuild(write=True)
+    out = StringIO()
+    call_command("rebuild_counters", "--check", stdout=out)
+    assert not ledger_rebuild(write=False).has_drift
+    assert counter_total(budget).spent == Decimal("20") and counter_total(budget).calls == 50

@@ -2,8 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from budgets.models import SpendCounter
 from budgets.services import global_budget
+from tests.counters import counter_total
 from tracking.models import HourlyRollup, UsageRecord
 
 
@@ -18,7 +18,7 @@ def test_track_reserve_settle_flow(researcher_client):
     assert r.status_code == 201, r.content
     assert r.json()["data"]["price_source"] == "genai-prices"
     assert r.json()["data"]["cost_usd"] == 0.00045
-    daily = SpendCounter.objects.get(budget=global_budget("daily"))
+    daily = counter_total(global_budget("daily"))
     assert daily.spent == Decimal("0.500450")
     assert HourlyRollup.objects.count() >= 1
     r = researcher_client.post("/api/v1/budget/reserve", {"estimated_cost": 49}, format="json")
@@ -34,7 +34,7 @@ def test_track_reserve_settle_flow(researcher_client):
     r2 = researcher_client.post("/api/v1/costs/track", {"cost_usd": 40, "operation_id": op}, format="json",
                                 HTTP_IDEMPOTENCY_KEY="abc")
     assert r2.status_code == 201 and r2.json()["data"] == r.json()["data"]
-    daily.refresh_from_db()
+    daily = counter_total(global_budget("daily"))
     assert daily.reserved == 0 and daily.spent == Decimal("40.500450")
     assert UsageRecord.objects.count() == 3
     r = researcher_client.post("/api/v1/costs/bulk", {"events": [{"cost": 0.1}] * 5}, format="json")

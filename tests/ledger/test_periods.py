@@ -7,9 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from budgets.models import Budget, SpendCounter
+from budgets.models import Budget
 from budgets.periods import period_bounds
 from budgets.services import budget_states
+from tests.counters import counter_total, counters_by_period
 from tests.ledger.helpers import record
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +38,7 @@ def local(*args) -> datetime:
 
 
 def counters(budget) -> dict[str, tuple[Decimal, int]]:
-    return {c.period_key: (c.spent, c.calls) for c in SpendCounter.objects.filter(budget=budget)}
+    return counters_by_period(budget)
 
 
 def test_one_second_before_and_at_local_midnight_fall_in_different_days(new_york, researcher, lab_budgets):
@@ -110,5 +111,5 @@ def test_a_budget_created_mid_day_weighs_the_spend_already_recorded_that_day(adm
     answer = admin_client.post("/api/v1/budgets/", {"name": "Late", "scope": "team", "team": team.pk,
                                                     "period": "daily", "limit_usd": 20}, format="json")
     assert answer.status_code == 201, answer.content
-    (counter,) = SpendCounter.objects.filter(budget_id=answer.json()["data"]["id"])
+    counter = counter_total(answer.json()["data"]["id"])
     assert (counter.spent, counter.calls) == (Decimal("15"), 1)

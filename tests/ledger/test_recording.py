@@ -12,13 +12,14 @@ from django.utils import timezone
 from budgets import services as budget_services
 from budgets.models import AuditLog, Budget, Reservation, SpendCounter
 from tests.conftest import client_for
+from tests.counters import CounterTotal, counter_total
 from tracking.models import HourlyRollup, ModelPriceOverride, UsageRecord
 
 pytestmark = pytest.mark.django_db
 
 
-def daily_counter() -> SpendCounter | None:
-    return SpendCounter.objects.filter(budget=budget_services.global_budget("daily")).first()
+def daily_counter() -> CounterTotal | None:
+    return counter_total(budget_services.global_budget("daily"))
 
 
 def assert_nothing_stored():

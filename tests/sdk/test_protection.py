@@ -11,6 +11,7 @@ import pytest
 from budgets.models import Budget, Reservation, SpendCounter
 from budgets.services import global_budget
 from costmonitor.sdk import BudgetExceededException, CircuitBreakerError
+from tests.counters import CounterTotal, counter_total
 from tracking.models import UsageRecord
 
 from .conftest import free_port
@@ -22,8 +23,8 @@ class ExperimentFailed(Exception):
     pass
 
 
-def daily_counter() -> SpendCounter:
-    return SpendCounter.objects.get(budget=global_budget("daily"))
+def daily_counter() -> CounterTotal:
+    return counter_total(global_budget("daily"))
 
 
 # --- reserve() ------------------------------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""A budget period's counter as tests read it: its slot rows summed (budgets.models.SpendCounter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from budgets.models import SpendCounter
+
+
+@dataclass(frozen=True)
+class CounterTotal:
+    period_key: str
+    spent: Decimal
+    reserved: Decimal
+    calls: int
+
+
+def counter_total(budget, period_key: str | None = None) -> CounterTotal | None:
+    """The budget's counter summed over its slots; without `period_key` the budget must have one period."""
+    rows = SpendCounter.objects.filter(budget=budget)
+    if period_key is not None:
+        rows = rows.filter(period_key=period_key)
+    totals = list(rows.order_by().values("period_key").annotate(spent=Sum("spent"), reserved=Sum("reserved"),
+                                                               calls=Sum("calls")))
+    if not totals:
+        return None
+    (row,) = totals
+    return CounterTotal(row["period_key"], row["spent"], row["reserved"], row["calls"])
+
+
+def counters_by_period(budget) -> dict[str, tuple[Decimal, int]]:
+    """{period_key: (spent, calls)} of a budget, summed over slots."""
+    rows = SpendCounter.objects.filter(budget=budget).order_by().values("period_key").annotate(
+        spent=Sum("spent"), calls=Sum("calls"))
+    return {row["period_key"]: (row["spent"], row["calls"]) for row in rows}
