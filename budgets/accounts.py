@@ -1,8 +1,9 @@
 """Services for people and access: users with roles and teams, API keys (create, verify, revoke).
 
-A verified key is cached by its hash (the hot path reads no database row for it). Anything that
-changes a key or its owner evicts that entry at once: revocation here, and the signal receivers
-at the bottom for edits made elsewhere (the Django admin, a deactivated user, a deleted key).
+A verified key is cached by its hash, with its owner and the owner's default team (the hot path
+reads no database row for them). Anything that changes a key, its owner or the owner's teams evicts
+that entry at once: revocation here, and the signal receivers at the bottom for edits made
+elsewhere (the Django admin, a deactivated user, a deleted key, a membership added or removed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from costmonitor.errors import InvalidParameters
@@ -80,6 +81,7 @@ def api_key_authenticate(*, raw_key: str):
         api_key = (ApiKey.objects.select_related("user").filter(key_hash=key_hash, revoked_at__isnull=True).first())
         if api_key is None:
             return None
+        _default_team_load(api_key.user)
         found = (api_key.user, api_key)
         cache.set(_cache_key(key_hash), found, _KEY_CACHE_SECONDS)
     user, api_key = found
@@ -113,14 +115,17 @@ def team_for_recording(*, user, api_key: ApiKey | None = None, team_id: int | No
         return team
     if api_key is not None and api_key.team_id:
         return api_key.team
-    cached = getattr(user, "_default_team", None)
-    if cached is not None:
-        return cached
-    membership = Membership.objects.filter(user=user).select_related("team").order_by("team_id").first()
-    if membership is None:
+    team = getattr(user, "_default_team", None) or _default_team_load(user)
+    if team is None:
         raise InvalidParameters("You belong to no team; ask an admin to add you to one.", field="team")
-    user._default_team = membership.team
-    return membership.team
+    return team
+
+
+def _default_team_load(user) -> Team | None:
+    """The user's first team (by id), remembered on the user object (which the key cache keeps)."""
+    membership = Membership.objects.filter(user=user).select_related("team").order_by("team_id").first()
+    user._default_team = membership.team if membership is not None else None
+    return user._default_team
 
 
 def api_key_cache_evict(*, key_hashes) -> None:
@@ -136,6 +141,25 @@ def _evict_keys_of_changed_user(sender, instance, **kwargs):
     api_key_cache_evict(key_hashes=ApiKey.objects.filter(user_id=instance.pk).values_list("key_hash", flat=True))
 
 
+def _evict_keys_of_users(user_ids) -> None:
+    api_key_cache_evict(key_hashes=ApiKey.objects.filter(user_id__in=list(user_ids)).values_list("key_hash", flat=True))
+
+
+def _evict_keys_of_member(sender, instance, **kwargs):
+    # The cached entry carries the owner's default team: a membership change may change it.
+    _evict_keys_of_users([instance.user_id])
+
+
+def _evict_keys_of_members_changed(sender, instance, action, pk_set, **kwargs):
+    # team.members.add(…) / user.teams.remove(…) write memberships without their save/delete signals.
+    if action not in ("post_add", "post_remove", "pre_clear"):
+        return
+    if isinstance(instance, Team):
+        _evict_keys_of_users(pk_set if action != "pre_clear" else instance.members.values_list("pk", flat=True))
+    else:
+        _evict_keys_of_users([instance.pk])
+
+
 # Connected on import: this module is imported by the admin registrations (at start-up, through
 # admin autodiscovery) and by the API-key authentication, so every process that could change or
 # verify a key has them.
@@ -143,3 +167,7 @@ post_save.connect(_evict_changed_key, sender=ApiKey, dispatch_uid="accounts.evic
 post_delete.connect(_evict_changed_key, sender=ApiKey, dispatch_uid="accounts.evict_deleted_key")
 post_save.connect(_evict_keys_of_changed_user, sender=get_user_model(),
                   dispatch_uid="accounts.evict_keys_of_changed_user")
+post_save.connect(_evict_keys_of_member, sender=Membership, dispatch_uid="accounts.evict_keys_of_new_member")
+post_delete.connect(_evict_keys_of_member, sender=Membership, dispatch_uid="accounts.evict_keys_of_former_member")
+m2m_changed.connect(_evict_keys_of_members_changed, sender=Membership,
+                    dispatch_uid="accounts.evict_keys_of_members_changed")

@@ -48,8 +48,9 @@ class _RecordingView(APIView):
             return code, json.loads(json.dumps(answer, cls=JSONEncoder))
 
         body = request.data
+        key = _idempotency_key(request, body)
         code, answer, replayed = services.idempotent_call(
-            user=request.user, key=_idempotency_key(request, body), body=body, produce=produce_json)
+            user=request.user, key=key, body=body, produce=produce_json if key else produce)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(answer, status=code, headers=headers)
 
