@@ -232,6 +232,7 @@ class CounterWrite:
 
     deltas: dict[CounterKey, _Delta]
     budgets: dict[int, Budget]
+    holds_reduced: list = field(default_factory=list)
 
     @property
     def periods(self) -> set[tuple[int, str]]:
@@ -308,9 +309,12 @@ class CounterWrite:
 
 
 def counters_prepare(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,
-                     budgets_by_target=None) -> CounterWrite | None:
+                     take: dict | None = None, budgets_by_target=None) -> CounterWrite | None:
     """The counter deltas of these costs for every applicable budget (on this connection's slot), minus
-    the holds being settled (on the slot rows they were placed on)."""
+    the holds being settled (on the slot rows they were placed on), minus what partial records take
+    out of holds that stay held (`take`: {operation_id: (reservation, cost)}; each hold gives
+    min(cost, what it still holds), and its amount is reduced — save with reservation_holds_save)."""
+    taken_holds: list[ReservationHold] = []
     if budgets_by_target is None:
         cache: dict[SpendTarget, list[Budget]] = {}
 
@@ -325,7 +329,25 @@ def counters_prepare(*, entries: list[SpendLedgerEntry], settle: list[Reservatio
             counter = hold.counter
             budgets.setdefault(counter.budget_id, counter.budget)
             deltas[(counter.budget_id, counter.period_key, counter.slot)].reserved -= hold.amount
-    return CounterWrite(deltas, budgets) if deltas else None
+    for reservation, cost in (take or {}).values():
+        for hold in reservation.holds.select_related("counter__budget"):
+            counter = hold.counter
+            taken = min(cost, hold.amount)
+            budgets.setdefault(counter.budget_id, counter.budget)
+            deltas[(counter.budget_id, counter.period_key, counter.slot)].reserved -= taken
+            hold.amount -= taken
+            taken_holds.append(hold)
+    if not deltas:
+        return None
+    write = CounterWrite(deltas, budgets)
+    write.holds_reduced = taken_holds
+    return write
+
+
+def reservation_holds_save(write: CounterWrite | None) -> None:
+    """Store what partial records took out of holds (inside the transaction that moved the counters)."""
+    if write is not None and write.holds_reduced:
+        ReservationHold.objects.bulk_update(write.holds_reduced, ["amount"])
 
 
 def counters_record_spend(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,

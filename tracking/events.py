@@ -55,6 +55,7 @@ class UsageEvent:
     occurred_at: datetime | None = None
     team_id: int | None = None
     operation_id: uuid.UUID | None = None
+    partial: bool = False  # with operation_id: take this cost out of the hold, which stays held
     request_id: str = ""
     is_batch: bool = False
 
@@ -171,7 +172,7 @@ _CALL_FIELDS = {
     "prompt_tokens", "completion_tokens", "total_tokens", "tokens", "input_tokens", "output_tokens",
     "cost_usd", "cost", "response_time_ms", "request_size", "response_size", "success", "error_type",
     "error_message", "metadata", "occurred_at", "timestamp", "experiment", "run_id", "team", "operation_id",
-    "request_id",
+    "partial", "request_id",
 }
 _BATCH_FIELDS = {
     "operation_name", "operation_type", "model_name", "model", "research_category", "batch_size", "total_tokens",
@@ -284,6 +285,11 @@ def parse_event(body, *, batch: bool = False, prefix: str = "", now: datetime | 
             event.operation_id = uuid.UUID(str(operation_id))
         except ValueError:
             errors.add("operation_id", "Must be the operation_id of a reservation.")
+    partial = _boolean(body.get("partial"), "partial", errors)
+    if partial:
+        if operation_id is None:
+            errors.add("partial", "A partial record takes its cost out of a reservation: send its operation_id.")
+        event.partial = True
     if errors.found:
         raise InvalidParameters("Invalid request parameters.", details=errors.found)
     return event

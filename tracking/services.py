@@ -20,6 +20,7 @@ from budgets.services import (
     SpendLedgerEntry,
     SpendTarget,
     counters_prepare,
+    reservation_holds_save,
     reservations_lock_for_settlement,
     reservations_mark,
 )
@@ -79,6 +80,7 @@ def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_pre
     operation_ids = [r.operation_id for r in records if r.operation_id]
     if len(set(operation_ids)) != len(operation_ids):
         raise InvalidParameters("An operation_id may be settled only once.", field="operation_id")
+    partial_ids = {str(e.operation_id) for e in events if e.operation_id and e.partial}
     entries = [SpendLedgerEntry(SpendTarget(r.team_id, user.pk, r.research_category, r.model_name),
                                 r.cost_usd, r.occurred_at, r.batch_size or 1) for r in records]
     if connection.vendor == "postgresql" and not operation_ids:
@@ -87,8 +89,13 @@ def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_pre
         _write_in_one_statement(records, counters_prepare(entries=entries))
         return records
     with transaction.atomic():
-        settled = reservations_lock_for_settlement(operation_ids=operation_ids, user=user)
-        write = counters_prepare(entries=entries, settle=settled)
+        held = reservations_lock_for_settlement(operation_ids=operation_ids, user=user)
+        # A partial record takes its cost out of the hold, which stays held; any other settles it.
+        costs = {str(r.operation_id): r.cost_usd for r in records if r.operation_id}
+        take = {str(r.operation_id): (r, costs[str(r.operation_id)]) for r in held
+                if str(r.operation_id) in partial_ids}
+        settled = [r for r in held if str(r.operation_id) not in partial_ids]
+        write = counters_prepare(entries=entries, settle=settled, take=take)
         if connection.vendor == "postgresql":
             _write_in_one_statement(records, write)
         else:
@@ -96,6 +103,7 @@ def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_pre
             if write is not None:
                 write.done(write.execute())
             rollups_add(records=records)
+        reservation_holds_save(write)
         reservations_mark(reservations=settled, status=Reservation.Status.SETTLED)
     return records
 

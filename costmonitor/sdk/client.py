@@ -487,8 +487,11 @@ class CostMonitorClient:
                      operation_type: str | None = None, metadata: Mapping[str, Any] | None = None,
                      occurred_at: datetime | str | None = None, experiment: str | None = None,
                      run_id: str | None = None, operation_id: str | None = None, request_id: str | None = None,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
+                     idempotency_key: str | None = None, partial: bool = False) -> dict[str, Any]:
         """Record one API call. Without `cost_usd`, the server prices `token_usage` for `model_name`.
+
+        With `operation_id` it settles that reservation; with `partial=True` too, its cost is taken
+        out of the hold instead, which stays held for further calls (release the rest at the end).
 
         Returns the stored record, or `{"queued": True, "idempotency_key": …}` when it waits in the
         outbox for the server to come back.
@@ -507,6 +510,7 @@ class CostMonitorClient:
             "metadata": dict(metadata) if metadata else None,
             "occurred_at": occurred_at or utc_now_iso(), "experiment": experiment, "run_id": run_id,
             "operation_id": str(operation_id) if operation_id else None, "request_id": request_id,
+            "partial": True if partial else None,
         })
         return self._record(TRACK_PATH, body, idempotency_key or request_id)
 

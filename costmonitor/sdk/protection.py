@@ -6,8 +6,9 @@ actual cost and the outcome; a refusal raises `CircuitBreakerError` (or `BudgetE
 with the server's details and the callable is never run.
 
 `reserve()` holds an estimate for N calls against the budgets before an experiment starts, so two
-pipelines cannot both spend the last dollars; at the end the hold is settled, and on an error it is
-released.
+pipelines cannot both spend the last dollars. Each call made through the hold is recorded as a
+*partial* settlement (its cost is taken out of the hold, so hold and spend never count twice); at
+the end, or on an error, what is left of the hold is released.
 """
 
 from __future__ import annotations
@@ -129,10 +130,11 @@ class BudgetReservation:
                     ...
 
     Entering reserves (raising `BudgetExceededException` if the estimate does not fit). Calls made
-    through `hold.track_api_call` / `hold.log_api_call` are recorded as usual and summed in
-    `actual_cost`. Leaving normally settles: the hold is given back and the recorded calls are the
-    spend; leaving with an exception releases the hold the same way and re-raises. A hold that is
-    never settled (the process died) expires on the server.
+    through `hold.track_api_call` / `hold.log_api_call` are recorded with the reservation's
+    `operation_id` and `partial: true`: each call's cost is taken out of the hold (which stays held),
+    so near the limit the hold and the calls already made are not counted twice. They are summed in
+    `actual_cost`. Leaving (normally, or with an exception, which is re-raised) releases what is left
+    of the hold. A hold that is never released (the process died) expires on the server.
     """
 
     def __init__(self, client: CostMonitorClient, *, estimated_cost: float | Decimal | None = None,
@@ -187,7 +189,13 @@ class BudgetReservation:
         if isinstance(record, Mapping) and record.get("cost_usd") is not None:
             self.actual_cost += Decimal(str(record["cost_usd"]))
 
+    def _through_hold(self, fields: dict[str, Any]) -> None:
+        if self.state == "held" and self.operation_id:
+            fields.setdefault("operation_id", self.operation_id)
+            fields.setdefault("partial", True)
+
     def log_api_call(self, **fields: Any) -> dict[str, Any]:
+        self._through_hold(fields)
         fields.setdefault("model_name", self.model_name)
         fields.setdefault("research_category", self.research_category)
         fields.setdefault("operation_type", self.operation_type)
@@ -210,5 +218,6 @@ class BudgetReservation:
 
         kwargs.setdefault("operation_type", self.operation_type)
         kwargs.setdefault("experiment", self.experiment)
+        self._through_hold(kwargs)
         return _Tracker(self.client, operation_name=operation_name, model_name=model_name or self.model_name,
                         research_category=research_category or self.research_category, **kwargs)

@@ -73,8 +73,10 @@ class ApiCallTracker:
     def __init__(self, client: CostMonitorClient, *, operation_name: str, model_name: str | None = None,
                  research_category: str | None = None, operation_type: str = "llm_call",
                  experiment: str | None = None, run_id: str | None = None, operation_id: str | None = None,
-                 metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None):
+                 metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+                 partial: bool = False):
         self.client = client
+        self.partial = partial
         self.operation_name = operation_name
         self.model_name = model_name
         self.research_category = research_category
@@ -169,7 +171,7 @@ class ApiCallTracker:
                 request_size=self.request_size, response_size=self.response_size, success=self.success,
                 error_type=self.error_type, error_message=self.error_message, metadata=self.metadata or None,
                 occurred_at=self.started_at, experiment=self.experiment, run_id=self.run_id,
-                operation_id=self.operation_id, idempotency_key=self.idempotency_key)
+                operation_id=self.operation_id, idempotency_key=self.idempotency_key, partial=self.partial)
         except CostMonitorError as record_error:
             if exc is None:
                 raise

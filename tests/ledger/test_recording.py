@@ -14,6 +14,7 @@ from budgets.models import AuditLog, Budget, Reservation, SpendCounter
 from tests.conftest import client_for
 from tests.counters import CounterTotal, counter_total
 from tracking.models import HourlyRollup, ModelPriceOverride, UsageRecord
+from tracking.rebuild import counters_rebuild
 
 pytestmark = pytest.mark.django_db
 
@@ -393,3 +394,75 @@ def test_a_reservation_that_would_exceed_a_hard_budget_is_refused_and_holds_noth
     assert answer.status_code == 402 and answer.json()["error"]["code"] == "BUDGET_EXCEEDED"
     assert answer.json()["error"]["details"]["budget_limit"] == 50.0
     assert Reservation.objects.count() == 0 and not SpendCounter.objects.filter(reserved__gt=0).exists()
+
+
+# --- Partial settlement (an experiment's calls recorded against its hold) ------------------------
+
+def no_counter_drift() -> bool:
+    return not counters_rebuild(budgets=list(Budget.objects.filter(is_active=True)), write=False).has_drift
+
+
+def reserve(client, amount) -> str:
+    answer = client.post("/api/v1/budget/reserve", {"estimated_cost": amount}, format="json")
+    assert answer.status_code == 201, answer.content
+    return answer.json()["data"]["operation_id"]
+
+
+def track(client, body):
+    answer = client.post("/api/v1/costs/track", body, format="json")
+    assert answer.status_code == 201, answer.content
+    return answer.json()["data"]
+
+
+def test_a_partial_record_takes_its_cost_out_of_the_hold_which_stays_held(researcher_client):
+    operation_id = reserve(researcher_client, 3)
+    track(researcher_client, {"cost": 1, "operation_id": operation_id, "partial": True})
+    assert (daily_counter().spent, daily_counter().reserved) == (Decimal("1"), Decimal("2"))
+    assert Reservation.objects.get().status == "held"
+    # More than what remains held: the hold gives what it has, the whole cost is spent.
+    track(researcher_client, {"cost": "2.5", "operation_id": operation_id, "partial": True})
+    assert (daily_counter().spent, daily_counter().reserved) == (Decimal("3.5"), Decimal("0"))
+    released = researcher_client.delete(f"/api/v1/budget/reserve/{operation_id}")
+    assert released.status_code == 200 and Reservation.objects.get().status == "released"
+    assert (daily_counter().spent, daily_counter().reserved) == (Decimal("3.5"), Decimal("0"))
+    assert no_counter_drift()
+
+
+def test_a_final_record_settles_what_partial_records_left(researcher_client):
+    operation_id = reserve(researcher_client, 3)
+    track(researcher_client, {"cost": 1, "operation_id": operation_id, "partial": True})
+    assert no_counter_drift()  # the hold's remaining amount is what the counter holds
+    track(researcher_client, {"cost": "0.5", "operation_id": operation_id})
+    assert (daily_counter().spent, daily_counter().reserved) == (Decimal("1.5"), Decimal("0"))
+    assert Reservation.objects.get().status == "settled"
+    refused = researcher_client.post("/api/v1/costs/track", {"cost": 1, "operation_id": operation_id,
+                                                             "partial": True}, format="json")
+    assert refused.status_code == 400 and "operation_id" in refused.json()["error"]["details"]
+
+
+def test_partial_records_keep_hold_and_spend_from_counting_twice_near_a_hard_limit(researcher_client, team):
+    Budget.objects.create(name="Lab $10/day", scope="team", team=team, period="daily", limit_usd=10)
+    operation_id = reserve(researcher_client, 8)
+    for _ in range(5):
+        track(researcher_client, {"cost": 1, "operation_id": operation_id, "partial": True})
+    # $5 spent, $3 still held: $2 more fits (with plain records it would be 5 + 8 + 2 > 10).
+    assert researcher_client.post("/api/v1/budget/reserve", {"estimated_cost": 2}, format="json").status_code == 201
+    assert researcher_client.post("/api/v1/budget/reserve", {"estimated_cost": "0.01"},
+                                  format="json").status_code == 402
+
+
+def test_expiry_releases_what_partial_records_left(researcher_client):
+    reserve(researcher_client, 3)
+    operation_id = str(Reservation.objects.get().operation_id)
+    track(researcher_client, {"cost": 1, "operation_id": operation_id, "partial": True})
+    assert budget_services.reservations_expire(now=timezone.now() + timedelta(hours=1)) == 1
+    assert (daily_counter().spent, daily_counter().reserved) == (Decimal("1"), Decimal("0"))
+    assert no_counter_drift()
+
+
+def test_partial_needs_an_operation_id_and_stores_nothing_without_one(researcher_client):
+    answer = researcher_client.post("/api/v1/costs/track", {"cost": 1, "partial": True}, format="json")
+    assert answer.status_code == 400 and "partial" in answer.json()["error"]["details"]
+    bad = researcher_client.post("/api/v1/costs/track", {"cost": 1, "partial": "yes"}, format="json")
+    assert bad.status_code == 400 and "partial" in bad.json()["error"]["details"]
+    assert not UsageRecord.objects.exists()

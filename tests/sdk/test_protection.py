@@ -198,3 +198,22 @@ def test_a_breaker_result_sent_twice_is_counted_once(monitor, llm_breaker):
                                           operation_type="llm_call")
     assert first == again
     assert UsageRecord.objects.get().cost_usd == Decimal("0.002")
+
+
+def test_calls_through_the_hold_are_taken_out_of_it_so_nothing_counts_twice(monitor, team):
+    Budget.objects.create(name="Lab $10/day", scope="team", team=team, period="daily", limit_usd=10)
+    with monitor.reserve(estimated_cost=8, research_category="pathway_analysis") as hold:
+        for i in range(5):
+            hold.log_api_call(operation_name=f"step-{i}", cost_usd=1)
+        # $5 recorded, $3 still held: another pipeline's $2 fits (plain records would leave 5 + 8 held).
+        counter = daily_counter()
+        assert (counter.spent, counter.reserved) == (Decimal("5"), Decimal("3"))
+        assert Reservation.objects.get(operation_id=hold.operation_id).status == "held"
+        assert monitor.reserve_budget(estimated_cost=2)["allowed"] is True
+        with hold.track_api_call("last-step") as t:
+            t.set_cost("0.5")
+    assert hold.actual_cost == Decimal("5.5")
+    assert UsageRecord.objects.filter(operation_id=hold.operation_id).count() == 6
+    assert Reservation.objects.get(operation_id=hold.operation_id).status == "released"
+    counter = daily_counter()
+    assert (counter.spent, counter.reserved) == (Decimal("5.5"), Decimal("2"))  # only the other pipeline's hold
