@@ -3,6 +3,8 @@
 
 from django.contrib import admin, messages
 
+from costmonitor.admin_base import ReadOnlyModelAdmin
+
 from . import services
 from .models import BreakerEvent, BreakerOperation, CircuitBreaker, CostThresholdRule
 
@@ -69,32 +71,18 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
 
 @admin.register(BreakerEvent)
-class BreakerEventAdmin(admin.ModelAdmin):
+class BreakerEventAdmin(ReadOnlyModelAdmin):
     list_display = ["at", "breaker", "kind", "from_state", "to_state", "rule_id", "reason", "actor"]
     list_filter = ["kind", "to_state", "breaker"]
     search_fields = ["breaker__name", "reason", "rule_id"]
     date_hierarchy = "at"
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(BreakerOperation)
-class BreakerOperationAdmin(admin.ModelAdmin):
+class BreakerOperationAdmin(ReadOnlyModelAdmin):
     list_display = ["operation_id", "breaker", "user", "team", "model_name", "estimated_cost", "actual_cost",
                     "status", "success", "is_trial", "created_at"]
     list_filter = ["status", "breaker", "is_trial", "success"]
     search_fields = ["operation_id", "model_name", "user__username"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -11,10 +11,11 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
+from costmonitor.admin_base import ReadOnlyModelAdmin
+
 from . import accounts
 from . import services as ledger_services
-from .models import ApiKey, AuditLog, Membership, Team
-from .models import Budget, Reservation, SpendCounter
+from .models import ApiKey, AuditLog, Budget, Membership, Reservation, SpendCounter, Team
 
 
 class MembershipInline(admin.TabularInline):
@@ -91,7 +92,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyModelAdmin):
     """Read-only: the audit trail is written by the services, never edited."""
 
     list_display = ["created_at", "actor", "action", "object_type", "object_id"]
@@ -99,14 +100,6 @@ class AuditLogAdmin(admin.ModelAdmin):
     search_fields = ["object_id", "actor__username", "action"]
     list_select_related = ["actor"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- The ledger: budgets, their counters and reservations ---------------------------------------
@@ -114,12 +107,14 @@ class AuditLogAdmin(admin.ModelAdmin):
 class BudgetAdminForm(forms.ModelForm):
     class Meta:
         model = Budget
-        fields = "__all__"
+        fields = ["name", "scope", "team", "user", "research_category", "model_name", "period", "starts_on",
+                  "ends_on", "limit_usd", "warning_percentage", "critical_percentage", "exceeded_percentage",
+                  "enforcement", "is_active"]
 
     def _post_clean(self):
         super()._post_clean()  # fills the instance and runs the model's own validation
-        for name, messages in ledger_services.budget_scope_errors(self.instance).items():
-            for message in messages:
+        for name, field_errors in ledger_services.budget_scope_errors(self.instance).items():
+            for message in field_errors:
                 self.add_error(name if name in self.fields else None, message)
 
 
@@ -162,21 +157,8 @@ class BudgetAdmin(admin.ModelAdmin):
             ledger_services.budget_delete(budget=budget, actor=request.user)
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    """Written by the ledger only; an edit here would make the counters disagree with the records."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(SpendCounter)
-class SpendCounterAdmin(_ReadOnlyAdmin):
+class SpendCounterAdmin(ReadOnlyModelAdmin):
     list_display = ["budget", "period_key", "slot", "spent", "reserved", "calls", "updated_at"]
     list_filter = ["budget__scope", "budget__period"]
     search_fields = ["budget__name", "period_key"]
@@ -184,7 +166,7 @@ class SpendCounterAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(_ReadOnlyAdmin):
+class ReservationAdmin(ReadOnlyModelAdmin):
     list_display = ["operation_id", "user", "team", "estimated_cost", "status", "created_at", "expires_at",
                     "closed_at"]
     list_filter = ["status", "team"]

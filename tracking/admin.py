@@ -2,11 +2,13 @@
 
 from django.contrib import admin
 
+from costmonitor.admin_base import ReadOnlyModelAdmin
+
 from .models import HourlyRollup, ModelPriceOverride, UsageRecord
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnlyModelAdmin):
     """Read-only: records are the ledger's source of truth; counters and rollups derive from them."""
 
     list_display = ["occurred_at", "operation_name", "operation_type", "model_name", "research_category",
@@ -17,18 +19,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = ["team", "user"]
     show_full_result_count = False  # a COUNT(*) over millions of rows on every page is not worth it
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(HourlyRollup)
-class HourlyRollupAdmin(admin.ModelAdmin):
+class HourlyRollupAdmin(ReadOnlyModelAdmin):
     list_display = ["hour", "team", "user", "model_name", "research_category", "operation_type", "calls",
                     "cost_usd"]
     list_filter = ["team", "model_name", "research_category"]
@@ -36,14 +30,6 @@ class HourlyRollupAdmin(admin.ModelAdmin):
     list_select_related = ["team", "user"]
     show_full_result_count = False
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ModelPriceOverride)

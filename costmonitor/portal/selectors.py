@@ -8,7 +8,6 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q
 from django.utils import timezone
 
 from breakers import selectors as breaker_selectors
@@ -34,18 +33,6 @@ def users_visible(user):
     users = get_user_model().objects.order_by("username")
     team_ids = visible_team_ids(user)
     return users if team_ids is None else users.filter(memberships__team_id__in=team_ids).distinct()
-
-
-def budgets_visible(user):
-    """Admins see every budget; a researcher the ones that can apply to them: organisation,
-    category and model budgets, their teams' and their own."""
-    budgets = Budget.objects.select_related("team", "user")
-    team_ids = visible_team_ids(user)
-    if team_ids is None:
-        return budgets
-    scope = Budget.Scope
-    return budgets.filter(Q(scope__in=[scope.ORGANIZATION, scope.CATEGORY, scope.MODEL])
-                          | Q(scope=scope.TEAM, team_id__in=team_ids) | Q(scope=scope.USER, user_id=user.pk))
 
 
 @dataclass

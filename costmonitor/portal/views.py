@@ -25,6 +25,7 @@ from breakers import selectors as breaker_selectors
 from breakers import services as breaker_services
 from breakers.models import CircuitBreaker
 from budgets import accounts
+from budgets import selectors as budget_selectors
 from budgets import services as budget_services
 from budgets.models import ApiKey
 from costmonitor.api.permissions import user_has
@@ -123,7 +124,7 @@ def overview(request):
 
 @role_required("read_budgets")
 def budget_list(request):
-    page = _page(request, selectors.budgets_visible(request.user).order_by("scope", "name", "pk"), 25)
+    page = _page(request, budget_selectors.budgets_visible(user=request.user).order_by("scope", "name", "pk"), 25)
     rows = selectors.budget_rows(page.object_list)
     return render(request, "portal/budgets/list.html", {
         "page": "budgets", "rows": rows, "page_obj": page, "query": _query_without_page(request),
@@ -148,7 +149,7 @@ def budget_create(request):
 
 @role_required("modify_budgets")
 def budget_edit(request, pk: int):
-    budget = get_object_or_404(selectors.budgets_visible(request.user), pk=pk)
+    budget = get_object_or_404(budget_selectors.budgets_visible(user=request.user), pk=pk)
     # The form validates on a copy: ModelForm writes into its instance, and the service must see
     # the old values to record what changed.
     form = BudgetForm(request.POST or None, instance=type(budget).objects.get(pk=pk))
@@ -167,7 +168,7 @@ def budget_edit(request, pk: int):
 
 @role_required("modify_budgets")
 def budget_delete(request, pk: int):
-    budget = get_object_or_404(selectors.budgets_visible(request.user), pk=pk)
+    budget = get_object_or_404(budget_selectors.budgets_visible(user=request.user), pk=pk)
     if request.method == "POST":
         try:
             budget_services.budget_delete(budget=budget, actor=request.user)
