@@ -105,6 +105,9 @@ elif REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "costmonitor"}}
 
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    CACHES["default"]["BACKEND"] = "costmonitor.cache.ReusingRedisCache"
+
 Q_CLUSTER = {
     "name": "costmonitor",
     "workers": env.int("Q_WORKERS", default=2),

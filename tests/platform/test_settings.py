@@ -100,7 +100,7 @@ def test_redis_url_moves_the_queue_and_the_cache_to_redis():
     found = settings_in_clean_env(DEBUG="true", REDIS_URL="redis://127.0.0.1:6379/3")
     assert found["q_cluster"]["redis"] == "redis://127.0.0.1:6379/3"
     assert found["q_cluster"]["orm"] is None
-    assert found["cache"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert found["cache"]["BACKEND"] == "costmonitor.cache.ReusingRedisCache"
     assert found["cache"]["LOCATION"] == "redis://127.0.0.1:6379/3"
 
 

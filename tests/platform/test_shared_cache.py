@@ -23,7 +23,7 @@ def redis_cache(settings):
             pytest.fail(f"REDIS_TEST_URL={REDIS_TEST_URL} does not answer")
         pytest.skip("needs Redis: set REDIS_TEST_URL=redis://…")
     prefix = f"test-{uuid.uuid4().hex}"
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+    settings.CACHES = {"default": {"BACKEND": "costmonitor.cache.ReusingRedisCache",
                                    "LOCATION": REDIS_TEST_URL, "KEY_PREFIX": prefix}}
     yield prefix
     raw = redis.Redis.from_url(REDIS_TEST_URL)
