@@ -151,26 +151,114 @@ def _threshold_alerts_after_commit(crossings: list[tuple]) -> None:
         threshold_alert_raise(budget=budget, period_key=period_key, level=level, pct=pct, spent=spent)
 
 
+# How close below its next threshold a total seen inside a transaction must be for the recording to
+# re-read the committed total after commit (see thresholds_recheck_needed): a quarter of the limit.
+RECHECK_MARGIN_FRACTION = Decimal("0.25")
+
+
+def thresholds_recheck_needed(change: CounterChange) -> bool:
+    """Whether this recording must re-read its period's committed total after commit, because a
+    threshold may have been crossed without this or any other recording seeing it. Pure arithmetic.
+
+    Why a total can be stale: a recording inside a larger transaction (idempotency key, settlement)
+    reads its period's total (the sum of the slot rows) BEFORE it commits, so recordings on other
+    slots that commit between that read and this commit are missing from `spent_after`. If this
+    commit is the one that takes the committed total over threshold T, nobody may have seen T crossed:
+    the others read before this commit, and this one saw T minus what they committed meanwhile.
+
+    When it cannot be stale, no re-read: outside a transaction the total was read after the write's
+    own commit (CounterWrite.done), so of two concurrent recordings the later to commit sees both;
+    with one slot every writer of a period queues on that row's lock, so the read sees every earlier
+    commit; SQLite serialises writers. Past the last threshold there is nothing left to miss.
+
+    Otherwise, re-read when the seen total is within a margin M of the next threshold above it.
+    A threshold is missed only if, between this recording's counter write and its commit (a few
+    statements), other recordings of the same period committed more than M. At most SLOTS - 1 others
+    hold uncommitted spend on a period at any moment (each keeps its slot row locked until it
+    commits), so M = max(a quarter of the limit, SLOTS x this recording's step — spent_after minus
+    spent_before, at least its own cost): the second term
+    covers costs that are large against the budget (every other slot in flight with a cost like this
+    one, and more), the first keeps small costs covered even when many land in that window. Records
+    further below (under 50 % of the limit with the default 75/90/100 % thresholds) pay nothing; the
+    one-minute monitor cycle stays the backstop for anything beyond the margin.
+    """
+    budget = change.budget
+    if budget.limit_usd <= 0 or change.spent_after <= change.spent_before:
+        return False
+    if not connection.in_atomic_block or connection.vendor != "postgresql" or settings.SPEND_COUNTER_SLOTS <= 1:
+        return False
+    above = [budget.limit_usd * Decimal(getattr(budget, attribute)) / 100 for _, attribute in THRESHOLD_LEVELS]
+    above = [threshold for threshold in above if threshold > change.spent_after]
+    if not above:
+        return False
+    margin = max(budget.limit_usd * RECHECK_MARGIN_FRACTION,
+                 settings.SPEND_COUNTER_SLOTS * (change.spent_after - change.spent_before))
+    return change.spent_after >= min(above) - margin
+
+
+def _threshold_recheck_after_commit(rechecks: list[tuple]) -> None:
+    """After commit: read the periods' committed totals (every slot row summed, one indexed query) and
+    create each level crossed above what the recording saw. A level another recording raised (or is
+    raising) meets its dedupe_key: it exists once."""
+    from django.db.models import Sum
+
+    from budgets.models import SpendCounter
+
+    condition = Q()
+    for budget, period_key, _seen in rechecks:
+        condition |= Q(budget_id=budget.pk, period_key=period_key)
+    totals = {(row["budget_id"], row["period_key"]): row["spent"]
+              for row in SpendCounter.objects.filter(condition).order_by().values("budget_id", "period_key")
+              .annotate(spent=Sum("spent"))}
+    for budget, period_key, seen in rechecks:
+        committed = totals.get((budget.pk, period_key))
+        if committed is None or committed <= seen:
+            continue
+        for level, pct in thresholds_crossed(CounterChange(budget, period_key, seen, committed, Decimal(0))):
+            threshold_alert_raise(budget=budget, period_key=period_key, level=level, pct=pct, spent=committed)
+
+
 def on_spend_recorded(sender, changes: list[CounterChange], **kwargs) -> None:
     """Receiver of budgets.services.spend_recorded, inside the recording transaction.
 
-    Costs nothing unless a threshold was crossed; alerts are created after commit (a rolled-back
-    record raises nothing), robustly: a failure here is logged and left to the monitor cycle, it
-    never fails the request that recorded the cost.
+    Costs nothing unless a threshold was crossed, or the total seen may be stale near a threshold
+    (thresholds_recheck_needed: then one read after commit); alerts are created after commit (a
+    rolled-back record raises nothing), robustly: a failure here is logged and left to the monitor
+    cycle, it never fails the request that recorded the cost.
     """
     crossings = [(change.budget, change.period_key, level, pct, change.spent_after)
                  for change in changes for level, pct in thresholds_crossed(change)]
     if crossings:
         transaction.on_commit(partial(_threshold_alerts_after_commit, crossings), robust=True)
+    rechecks = [(change.budget, change.period_key, change.spent_after)
+                for change in changes if thresholds_recheck_needed(change)]
+    if rechecks:
+        transaction.on_commit(partial(_threshold_recheck_after_commit, rechecks), robust=True)
+
+
+def _previous_period_states(budgets: list[Budget], now: datetime) -> list:
+    """Each daily/monthly budget's previous period (yesterday, last month), read like the current one:
+    one counter query per kind of period."""
+    from budgets.periods import budget_period_bounds
+
+    by_instant: dict[datetime, list[Budget]] = {}
+    for budget in budgets:
+        if budget.period in (Budget.Period.DAILY, Budget.Period.MONTHLY):
+            # The last instant of the previous period: just before the current one starts (DST-aware).
+            instant = budget_period_bounds(budget, now)[0] - timedelta(microseconds=1)
+            by_instant.setdefault(instant, []).append(budget)
+    return [state for instant, group in by_instant.items() for state in budget_states(budgets=group, at=instant)]
 
 
 def thresholds_evaluate(*, now: datetime | None = None, budgets: list[Budget] | None = None) -> list[BudgetAlert]:
-    """The monitor's pass: every active budget's current counter; creates any missing level alert."""
+    """The monitor's pass: every active budget's current counter, and its previous day's or month's (a
+    crossing recorded just before a period ended while no process raised it, e.g. during downtime
+    over midnight); creates any missing level alert — once, the period key is in the dedupe key."""
     now = now or timezone.now()
     if budgets is None:
         budgets = list(Budget.objects.filter(is_active=True).select_related("team"))
     wanted = []
-    for state in budget_states(budgets=budgets, at=now):
+    for state in budget_states(budgets=budgets, at=now) + _previous_period_states(budgets, now):
         for level, pct in thresholds_reached(state.budget, state.spent):
             wanted.append((state, level, pct))
     keys = [threshold_dedupe_key(s.budget.pk, s.period_key, level) for s, level, _ in wanted]

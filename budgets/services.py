@@ -291,7 +291,10 @@ class CounterWrite:
         `spent_after` is read afresh once the write is done (after its commit when it ran on its own):
         at least the total just after it. So whichever write took the total across a threshold sees
         the threshold inside (spent_before, spent_after], even when writes on other slots committed
-        meanwhile (they may see it too: alerts are deduplicated). Holds moving alone read nothing more.
+        meanwhile (they may see it too: alerts are deduplicated). Inside a larger transaction the read
+        precedes the commit and can miss other slots' concurrent increments: the alerts receiver
+        re-reads after commit near a threshold (alerts.services.thresholds_recheck_needed). Holds
+        moving alone read nothing more.
         """
         totals = self.totals(rows)
         added: dict[tuple[int, str], Decimal] = defaultdict(lambda: ZERO)

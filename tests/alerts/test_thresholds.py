@@ -135,3 +135,36 @@ def test_recording_below_every_threshold_touches_no_alert_table(researcher, team
         record(researcher, "1.00")
     assert callbacks == []
     assert not [q["sql"] for q in queries.captured_queries if "alerts_" in q["sql"]]
+
+
+def test_the_monitor_raises_a_crossing_missed_yesterday_once(researcher, team):
+    from budgets.periods import local_date
+
+    budget = team_budget(team, limit="10")
+    yesterday = timezone.now() - timedelta(days=1)
+    record(researcher, "9.5", occurred_at=yesterday.isoformat())  # no on-commit capture: as if the process died
+    assert not BudgetAlert.objects.exists()
+    first = monitor_cycle_run()
+    assert first["cycle_completed"] and first["threshold_alerts"] == 2
+    alerts = BudgetAlert.objects.filter(budget=budget, alert_type="threshold")
+    assert sorted(alerts.values_list("alert_level", flat=True)) == ["critical", "warning"]
+    assert set(alerts.values_list("period_key", flat=True)) == {local_date(yesterday).isoformat()}
+    assert alerts.get(alert_level="critical").current_cost == Decimal("9.5")
+    again = monitor_cycle_run()
+    assert again["threshold_alerts"] == 0 and alerts.count() == 2
+
+
+def test_the_monitor_raises_a_crossing_missed_last_month_once(researcher, team):
+    from datetime import datetime, time
+
+    from budgets.periods import budget_zone, local_date
+
+    budget = team_budget(team, limit="100", period="monthly")
+    last_day = local_date(timezone.now()).replace(day=1) - timedelta(days=1)
+    late_last_month = datetime.combine(last_day, time(23, 30), tzinfo=budget_zone())
+    record(researcher, "101", occurred_at=late_last_month.isoformat())  # the inline path never ran
+    assert monitor_cycle_run()["threshold_alerts"] == 3
+    alerts = BudgetAlert.objects.filter(budget=budget, alert_type="threshold")
+    assert sorted(alerts.values_list("alert_level", flat=True)) == ["critical", "exceeded", "warning"]
+    assert set(alerts.values_list("period_key", flat=True)) == {last_day.strftime("%Y-%m")}
+    assert monitor_cycle_run()["threshold_alerts"] == 0 and alerts.count() == 3
