@@ -1,5 +1,6 @@
 """Portal forms: budgets (a ModelForm whose writes go through budgets.services), the usage
-explorer's filters, API keys and report ranges. Every field has a label; errors name the field."""
+explorer's filters, API keys, report ranges, breakers and alert channels. Every field has a label;
+errors name the field."""
 
 from __future__ import annotations
 
@@ -204,6 +205,12 @@ class ChannelForm(forms.Form):
     levels = forms.MultipleChoiceField(label="Levels (none ticked: all)", required=False,
                                        choices=AlertLevel.choices, widget=forms.CheckboxSelectMultiple)
     is_active = forms.BooleanField(label="Active", required=False, initial=True)
+    teams = forms.ModelMultipleChoiceField(
+        label="Only alerts of these teams", required=False, queryset=Team.objects.order_by("name"),
+        help_text="None chosen: every team's alerts, and organisation-wide ones. Ctrl- or ⌘-click to choose several.")
+    budgets = forms.ModelMultipleChoiceField(
+        label="Only alerts of these budgets", required=False, queryset=Budget.objects.order_by("name", "pk"),
+        help_text="None chosen: alerts of every budget. Ctrl- or ⌘-click to choose several.")
     recipient_emails = forms.CharField(label="Email: recipients (comma-separated)", required=False)
     smtp_server = forms.CharField(label="Email: SMTP server (empty: the site's email settings)", required=False)
     smtp_port = forms.IntegerField(label="Email: SMTP port", required=False, min_value=1, max_value=65535)
@@ -224,12 +231,24 @@ class ChannelForm(forms.Form):
     }
     SECRETS = ("password", "webhook_url", "url", "secret")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Budget names need not be unique: say which scope and period each one is.
+        self.fields["budgets"].label_from_instance = (
+            lambda budget: f"{budget.name} ({budget.get_scope_display()}, {budget.get_period_display()})")
+
     @classmethod
     def initial_for(cls, channel) -> dict:
-        initial = {"name": channel.name, "kind": channel.kind, "levels": channel.levels, "is_active": channel.is_active}
+        initial = {"name": channel.name, "kind": channel.kind, "levels": channel.levels, "is_active": channel.is_active,
+                   "teams": [t.pk for t in channel.teams.all()], "budgets": [b.pk for b in channel.budgets.all()]}
         for key, value in (channel.config or {}).items():
             initial[key] = ", ".join(value) if isinstance(value, list) else value
         return initial
+
+    def kind_settings(self) -> list:
+        """The kind-specific fields, in form order: the template puts them in a fieldset of their own."""
+        names = {name for names in self.KIND_FIELDS.values() for name in names}
+        return [field for field in self if field.name in names]
 
     def service_data(self) -> dict:
         data = self.cleaned_data
@@ -244,4 +263,5 @@ class ChannelForm(forms.Form):
                 continue
             config[name] = value
         return {"name": data["name"], "kind": data["kind"], "levels": list(data["levels"]),
-                "is_active": data["is_active"], "config": config}
+                "is_active": data["is_active"], "config": config,
+                "teams": [t.pk for t in data["teams"]], "budgets": [b.pk for b in data["budgets"]]}

@@ -22,6 +22,7 @@ urlpatterns = [
     path("alerts/channels/new/", views.channel_edit, name="channel-create"),
     path("alerts/channels/<int:pk>/edit/", views.channel_edit, name="channel-edit"),
     path("alerts/channels/<int:pk>/test/", views.channel_test, name="channel-test"),
+    path("alerts/channels/<int:pk>/delete/", views.channel_delete, name="channel-delete"),
     path("breakers/", views.breakers, name="breakers"),
     path("breakers/new/", views.breaker_create, name="breaker-create"),
     path("breakers/<str:name>/", views.breaker_detail, name="breaker-detail"),

@@ -18,9 +18,10 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
 
+from alerts import channel_admin
 from alerts import selectors as alert_selectors
 from alerts import services as alert_services
-from alerts.models import AlertChannel
+from alerts.models import AlertChannel, AlertDelivery
 from breakers import selectors as breaker_selectors
 from breakers import services as breaker_services
 from breakers.models import CircuitBreaker
@@ -367,7 +368,7 @@ def channels(request):
             messages.success(request, f"Test sent to {len(results)} channel{'s' if len(results) != 1 else ''}.")
     rows = [{"channel": c, "config": alert_selectors.channel_dict(c)["config"],
              "attempts": alert_selectors.channel_results(c, limit=3)}
-            for c in AlertChannel.objects.order_by("name")]
+            for c in AlertChannel.objects.prefetch_related("teams", "budgets").order_by("name")]
     return render(request, "portal/alerts/channels.html", {"page": "alerts", "rows": rows, "results": results})
 
 
@@ -400,6 +401,21 @@ def channel_edit(request, pk: int | None = None):
                 return redirect("portal:channels")
         messages.error(request, "The channel was not saved: please correct the fields marked below.")
     return render(request, "portal/alerts/channel_form.html", {"page": "alerts", "form": form, "channel": channel})
+
+
+UNDELIVERED = (AlertDelivery.Status.PENDING, AlertDelivery.Status.SENDING)
+
+
+@role_required("manage_alerts")
+def channel_delete(request, pk: int):
+    channel = get_object_or_404(AlertChannel, pk=pk)
+    if request.method == "POST":
+        channel_admin.channel_delete(channel=channel, actor=request.user)
+        messages.success(request, f"Channel “{channel.name}” deleted.")
+        return redirect("portal:channels")
+    return render(request, "portal/alerts/channel_delete.html", {
+        "page": "alerts", "channel": channel,
+        "undelivered": channel.deliveries.filter(status__in=UNDELIVERED).count()})
 
 
 def _config_error(error: InvalidParameters) -> InvalidParameters:

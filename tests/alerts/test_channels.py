@@ -7,6 +7,7 @@ from django.db import connection
 from alerts import crypto
 from alerts.models import AlertChannel
 from alerts.services import alert_create_once, channels_matching
+from budgets.models import AuditLog
 
 from .conftest import team_budget
 
@@ -128,8 +129,10 @@ def test_a_channel_limited_to_levels_teams_and_budgets_only_matches_those(admin_
     assert matches(alert_level="critical", team=team, budget=budget, details={"budget": "same"})
 
 
-def test_channels_can_be_deleted_by_admins_only(admin_client, researcher_client):
+def test_channels_can_be_deleted_by_admins_only_and_the_delete_is_audited(admin_client, researcher_client,
+                                                                          admin_user):
     channel_id = admin_client.post("/api/v1/alert-channels/", EMAIL, format="json").json()["data"]["id"]
     assert researcher_client.delete(f"/api/v1/alert-channels/{channel_id}").status_code == 403
     assert admin_client.delete(f"/api/v1/alert-channels/{channel_id}").status_code == 204
     assert not AlertChannel.objects.filter(pk=channel_id).exists()
+    assert AuditLog.objects.filter(action="alert_channel.deleted", object_id=str(channel_id), actor=admin_user).exists()

@@ -2,7 +2,9 @@
 download) against pytest-django's live server. Each test leaves a screenshot of its page in
 test-artifacts/screenshots/<test name>.png.
 
-Without Chromium the tests skip locally, but fail when REQUIRE_BROWSER=1 (CI sets it).
+Without Chromium the tests skip locally, but fail when REQUIRE_BROWSER=1 (CI sets it). The tests are
+transactional (the live server needs committed rows); tests/conftest.py's `_migration_defaults` puts the
+roles, organisation budgets and log channel back after each flush.
 """
 
 from __future__ import annotations
@@ -78,15 +80,3 @@ def log_in(page, base_url: str, username: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{base_url}/")
-
-
-@pytest.fixture(autouse=True)
-def _roles_and_organisation_budgets(transactional_db):
-    """A transactional test's flush empties every table, the migrations' data included: put the
-    roles and the organisation budgets back with the migration's own (idempotent) function."""
-    import importlib
-
-    from django.apps import apps
-
-    migration = importlib.import_module("budgets.migrations.0002_roles_and_global_budgets")
-    migration.create_roles_and_budgets(apps, None)

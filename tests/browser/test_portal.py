@@ -163,7 +163,9 @@ def test_at_phone_width_the_navigation_and_overview_still_work(phone_page, live_
 @pytest.mark.django_db(transaction=True)
 def test_the_keyboard_reaches_the_login_form_and_the_navigation(page, live_server, researcher):
     page.goto(f"{live_server.url}/accounts/login/")
-    page.keyboard.type("rita")  # the username field has focus on arrival
+    # The username field has focus on arrival (autofocus may land just after the load event).
+    expect(page.get_by_label("Username")).to_be_focused()
+    page.keyboard.type("rita")
     page.keyboard.press("Tab")
     page.keyboard.type("pw-rita-123")
     page.keyboard.press("Enter")

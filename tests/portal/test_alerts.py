@@ -1,5 +1,5 @@
 """Alerts in the portal: the list with filters and acknowledgement for everyone; channels, their
-settings and "send test" with each channel's result for admins."""
+settings, team and budget limits, deletion and "send test" with each channel's result for admins."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from alerts import services as alert_services
 from alerts.models import AlertChannel, BudgetAlert
+from budgets.models import AuditLog, Budget
+from tests.portal.conftest import session_for
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +89,55 @@ def test_send_test_shows_each_channels_result(admin_web):
     page = admin_web.post("/alerts/channels/").content.decode()
     assert 'data-testid="test-results"' in page and "Delivered" in page and "Failed" in page
     assert "failed on: dead webhook" in page
+
+
+def test_an_admin_limits_a_channel_to_a_team_and_a_budget(admin_web, team, other_team):
+    budget = Budget.objects.get(is_global_default=True, period="daily")
+    response = admin_web.post("/alerts/channels/new/", {
+        "name": "metabolomics log", "kind": "log", "is_active": "on", "teams": [team.pk], "budgets": [budget.pk]},
+        follow=True)
+    assert "Channel “metabolomics log” saved." in response.content.decode()
+    channel = AlertChannel.objects.get(name="metabolomics log")
+    assert list(channel.teams.all()) == [team] and list(channel.budgets.all()) == [budget]
+    row = admin_web.get("/alerts/channels/").content.decode()
+    assert f"Teams: {team.name}" in row and f"Budgets: {budget.name}" in row
+    edit = admin_web.get(f"/alerts/channels/{channel.pk}/edit/").content.decode()
+    assert f'<option value="{team.pk}" selected>' in edit and f'<option value="{budget.pk}" selected>' in edit
+    # The filters decide where alerts go: another team's alert passes this channel by.
+    ours = alert_services.alert_create_once(dedupe_key="ours", alert_level="warning", message="ours", team=team,
+                                            budget=budget, current_cost=Decimal("1"), enqueue=False)
+    theirs = alert_services.alert_create_once(dedupe_key="theirs", alert_level="warning", message="theirs",
+                                              team=other_team, budget=budget, current_cost=Decimal("1"),
+                                              enqueue=False)
+    assert ours.deliveries.filter(channel=channel).exists()
+    assert not theirs.deliveries.filter(channel=channel).exists()
+    # Saving with nothing chosen lifts the limits again.
+    admin_web.post(f"/alerts/channels/{channel.pk}/edit/", {"name": "metabolomics log", "kind": "log",
+                                                            "is_active": "on"})
+    assert not channel.teams.exists() and not channel.budgets.exists()
+
+
+def test_an_admin_deletes_a_channel_after_confirming(admin_web, admin_user):
+    channel = AlertChannel.objects.create(name="old webhook", kind="webhook", secrets={"url": "http://127.0.0.1:9/"})
+    confirm = admin_web.get(f"/alerts/channels/{channel.pk}/delete/").content.decode()
+    assert "Delete channel “old webhook”?" in confirm and "csrfmiddlewaretoken" in confirm
+    assert AlertChannel.objects.filter(pk=channel.pk).exists()  # asking deletes nothing
+    page = admin_web.post(f"/alerts/channels/{channel.pk}/delete/", follow=True).content.decode()
+    assert "Channel “old webhook” deleted." in page
+    assert not AlertChannel.objects.filter(pk=channel.pk).exists()
+    audit = AuditLog.objects.get(action="alert_channel.deleted")
+    assert (audit.actor, audit.object_id, audit.changes["name"]) == (admin_user, str(channel.pk), ["old webhook", None])
+
+
+def test_deleting_a_channel_needs_the_csrf_token(admin_user):
+    channel = AlertChannel.objects.create(name="ops log", kind="log")
+    strict = session_for(admin_user, enforce_csrf=True)
+    assert strict.post(f"/alerts/channels/{channel.pk}/delete/").status_code == 403
+    assert AlertChannel.objects.filter(pk=channel.pk).exists()
+
+
+def test_a_researcher_cannot_delete_a_channel(researcher_web):
+    channel = AlertChannel.objects.create(name="ops log", kind="log")
+    assert researcher_web.get(f"/alerts/channels/{channel.pk}/delete/").status_code == 403
+    assert researcher_web.post(f"/alerts/channels/{channel.pk}/delete/").status_code == 403
+    assert AlertChannel.objects.filter(pk=channel.pk).exists()
