@@ -439,8 +439,9 @@ def breaker_detail(request, name: str):
     detail = breaker_selectors.breaker_detail(name)
     if detail is None:
         raise Http404("No circuit breaker has this name.")
+    statistics = [(key.replace("_", " ").capitalize(), value) for key, value in detail["status"]["statistics"].items()]
     return render(request, "portal/breakers/detail.html", {
-        "page": "breakers", **detail, "can_modify": user_has(request.user, "modify_budgets")})
+        "page": "breakers", **detail, "statistics": statistics, "can_modify": user_has(request.user, "modify_budgets")})
 
 
 def _rules_from(formset) -> list[dict]:

@@ -67,7 +67,8 @@ def test_a_researcher_sees_breakers_but_cannot_change_them(researcher_web, admin
     CircuitBreaker.objects.filter(name="llm_operations").update(state="open", total_calls=7)
     page = researcher_web.get("/breakers/").content.decode()
     assert "llm_operations" in page and "state-open" in page and "New breaker" not in page and "Reset" not in page
-    assert "Total" in researcher_web.get("/breakers/llm_operations/").content.decode()
+    detail = researcher_web.get("/breakers/llm_operations/").content.decode()
+    assert "<dt>Total calls</dt>" in detail and "<dt>Cost savings</dt>" in detail
     assert researcher_web.get("/breakers/new/").status_code == 403
     assert researcher_web.get("/breakers/llm_operations/edit/").status_code == 403
     assert researcher_web.post("/breakers/llm_operations/reset/").status_code == 403
