@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from budgets.models import Budget
+from budgets.models import AuditLog, Budget
 from budgets.selectors import percentage
 from budgets.services import CounterChange, budget_states
 from costmonitor.api.throttles import rate_for
@@ -571,7 +571,25 @@ def channel_save(*, channel: AlertChannel | None, actor, data: dict) -> AlertCha
             channel.teams.set(data["teams"])
         if "budgets" in data:
             channel.budgets.set(data["budgets"])
+        # Secrets stay out of the audit trail: what changed is named, not shown.
+        AuditLog.objects.create(
+            actor=actor if actor is not None and actor.is_authenticated else None,
+            action="alert_channel.created" if creating else "alert_channel.updated", object_type="AlertChannel",
+            object_id=str(channel.pk),
+            changes={"name": channel.name, "kind": channel.kind, "levels": channel.levels,
+                     "is_active": channel.is_active, "fields": sorted(set(data) - {"config"})
+                     + (["config"] if "config" in data else [])})
     return channel
+
+
+def channel_delete(*, channel: AlertChannel, actor) -> None:
+    """Delete a channel (audited). Its undelivered deliveries go with it; its past attempts stay for the
+    statistics, under the channel's name."""
+    with transaction.atomic():
+        AuditLog.objects.create(actor=actor if actor is not None and actor.is_authenticated else None,
+                                action="alert_channel.deleted", object_type="AlertChannel", object_id=str(channel.pk),
+                                changes={"name": [channel.name, None], "kind": [channel.kind, None]})
+        channel.delete()
 
 
 # --- Forecasts ----------------------------------------------------------------------------------

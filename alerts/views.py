@@ -16,7 +16,7 @@ from budgets.services import budget_states
 from costmonitor.api.permissions import CanManageAlerts, CanReadBudgets, ReadOrManageAlerts
 from costmonitor.api.throttles import AlertSendingThrottle, DashboardThrottle
 
-from . import channel_admin, digest, selectors, services
+from . import digest, selectors, services
 from .models import AlertChannel, DigestSubscription
 from .serializers import (
     AlertSerializer,
@@ -193,7 +193,7 @@ class AlertChannelViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
-        channel_admin.channel_delete(channel=self.get_object(), actor=request.user)
+        services.channel_delete(channel=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None,

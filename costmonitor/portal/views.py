@@ -18,7 +18,6 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
 
-from alerts import channel_admin
 from alerts import selectors as alert_selectors
 from alerts import services as alert_services
 from alerts.models import AlertChannel, AlertDelivery
@@ -410,7 +409,7 @@ UNDELIVERED = (AlertDelivery.Status.PENDING, AlertDelivery.Status.SENDING)
 def channel_delete(request, pk: int):
     channel = get_object_or_404(AlertChannel, pk=pk)
     if request.method == "POST":
-        channel_admin.channel_delete(channel=channel, actor=request.user)
+        alert_services.channel_delete(channel=channel, actor=request.user)
         messages.success(request, f"Channel “{channel.name}” deleted.")
         return redirect("portal:channels")
     return render(request, "portal/alerts/channel_delete.html", {

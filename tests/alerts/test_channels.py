@@ -31,6 +31,16 @@ def test_admin_creates_an_email_channel_and_the_password_never_comes_back(admin_
     assert channel.secrets == {"password": "app-password-123"}
 
 
+def test_creating_and_changing_a_channel_is_audited_without_its_secrets(admin_client, admin_user):
+    created = admin_client.post("/api/v1/alert-channels/", EMAIL, format="json").json()["data"]
+    admin_client.patch(f"/api/v1/alert-channels/{created['id']}", {"levels": ["exceeded"]}, format="json")
+    rows = list(AuditLog.objects.filter(object_type="AlertChannel", object_id=str(created["id"])).order_by("id"))
+    assert [row.action for row in rows] == ["alert_channel.created", "alert_channel.updated"]
+    assert all(row.actor == admin_user for row in rows)
+    assert rows[1].changes["levels"] == ["exceeded"] and rows[1].changes["fields"] == ["levels"]
+    assert "app-password-123" not in str([row.changes for row in rows])
+
+
 def test_secrets_are_encrypted_at_rest(admin_client):
     admin_client.post("/api/v1/alert-channels/", {"name": "hook", "kind": "webhook", "config": {
         "url": "https://hooks.example.com/abc-secret-path", "secret": "signing-secret"}}, format="json")
