@@ -18,9 +18,7 @@ from tests.counters import counter_total
 
 from .conftest import record, team_budget, webhook_channel
 
-# serialized_rollback: the flush after each test would otherwise wipe what migrations created (roles, the
-# organisation budgets, the log channel) for the tests that follow.
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 

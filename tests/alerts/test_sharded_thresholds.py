@@ -20,7 +20,7 @@ from tracking.services import idempotent_call
 
 from .conftest import record, team_budget
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 SLOTS = 8
 

@@ -17,7 +17,7 @@ from costmonitor.errors import CircuitBreakerOpen, CircuitBreakerThrottled
 from .conftest import fail_calls, make_breaker, reloaded
 
 CALLERS = 20
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 def call_all_at_once(breaker, user, count: int = CALLERS) -> list[str]:

@@ -24,8 +24,7 @@ from tests.counters import counter_total
 from tracking.models import UsageRecord
 from tracking.rebuild import ledger_rebuild
 
-# serialized_rollback: the migrations' rows (roles, the organisation budgets) come back after each flush.
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 def run_together(count: int, work) -> list:
