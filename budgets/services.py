@@ -13,10 +13,10 @@ callers can never overspend a hard budget together. Counter rows are always touc
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Iterable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -26,7 +26,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from costmonitor.errors import BudgetExceeded, InvalidParameters
-from costmonitor.money import ZERO
+from costmonitor.money import MONEY_QUANTUM, ZERO
 
 from .models import AuditLog, Budget, Reservation, ReservationHold, SpendCounter
 from .periods import budget_counts_from, budget_period_key, local_date, period_key_of_day
@@ -385,8 +385,14 @@ def budget_states(*, budgets: list[Budget], at: datetime | None = None) -> list[
         if row is None:
             states.append(BudgetState(budget, key, ZERO, ZERO))
         else:
-            states.append(BudgetState(budget, key, row["spent"], row["reserved"], row["calls"], row["updated_at"]))
+            states.append(BudgetState(budget, key, _money(row["spent"]), _money(row["reserved"]), row["calls"],
+                                      row["updated_at"]))
     return states
+
+
+def _money(total: Decimal) -> Decimal:
+    # SQLite sums decimals as floats (…E-18 for zero); counters hold whole micro-dollars.
+    return total.quantize(MONEY_QUANTUM)
 
 
 def _exceeds(state: BudgetState, amount: Decimal) -> bool:

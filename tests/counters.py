@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from budgets.models import SpendCounter
+from costmonitor.money import MONEY_QUANTUM
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ def counter_total(budget, period_key: str | None = None) -> CounterTotal | None:
     if not totals:
         return None
     (row,) = totals
-    return CounterTotal(row["period_key"], row["spent"], row["reserved"], row["calls"])
+    # Quantized like the ledger's own reads: SQLite sums decimals as floats.
+    return CounterTotal(row["period_key"], row["spent"].quantize(MONEY_QUANTUM),
+                        row["reserved"].quantize(MONEY_QUANTUM), row["calls"])
 
 
 def counters_by_period(budget) -> dict[str, tuple[Decimal, int]]:
