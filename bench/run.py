@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -212,7 +211,8 @@ def main() -> int:
             started = time.perf_counter()
             copy_records(size - loaded, memberships, api_key_id, rng)
             loaded = size
-            say(f"\nLoaded {size:,} usage records with COPY in {time.perf_counter() - started:.1f} s; {derive_ledger()}")
+            seconds = time.perf_counter() - started
+            say(f"\nLoaded {size:,} usage records with COPY in {seconds:.1f} s; {derive_ledger()}")
             if server is None:
                 server = start_server(port)
             ctx = BenchContext(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {raw_key}"},

@@ -217,3 +217,6 @@ class ReservationHold(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["reservation", "counter"], name="unique_hold")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} of {self.reservation_id} on counter {self.counter_id}"

@@ -19,14 +19,14 @@ from . import selectors, services
 from .serializers import (
     BudgetCheckRequestSerializer,
     BudgetCheckResponseSerializer,
-    BudgetStatusSerializer,
-    BudgetSummarySerializer,
-    SpendingTrendsSerializer,
     BudgetLimitsSerializer,
     BudgetSerializer,
     BudgetStatusQuerySerializer,
+    BudgetStatusSerializer,
+    BudgetSummarySerializer,
     ReservationSerializer,
     ReserveRequestSerializer,
+    SpendingTrendsSerializer,
     TrendsQuerySerializer,
 )
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from datetime import timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
@@ -71,7 +70,7 @@ def demo_events(*, now, rng: random.Random) -> list[UsageEvent]:
                 request_size=prompt * 4, response_size=completion * 4, success=not failed,
                 error_type="RateLimitError" if failed else "", error_message="429 Too Many Requests" if failed else "",
                 experiment=f"exp-{rng.randint(1, 6)}", metadata={"source": DEMO_MARK},
-                occurred_at=at.astimezone(dt_timezone.utc)))
+                occurred_at=at.astimezone(UTC)))
     return events
 
 

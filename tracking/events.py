@@ -11,8 +11,7 @@ import json
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.utils import timezone
@@ -141,7 +140,7 @@ def _timestamp(raw, name, errors, now):
             errors.add(name, "Must be a finite Unix timestamp.")
             return None
         try:
-            value = datetime.fromtimestamp(raw, tz=dt_timezone.utc)
+            value = datetime.fromtimestamp(raw, tz=UTC)
         except (OverflowError, OSError, ValueError):
             errors.add(name, "Not a valid Unix timestamp.")
             return None
@@ -154,7 +153,7 @@ def _timestamp(raw, name, errors, now):
             errors.add(name, "Must be an ISO 8601 date-time or a Unix timestamp.")
             return None
         if timezone.is_naive(value):
-            value = timezone.make_aware(value, dt_timezone.utc)
+            value = timezone.make_aware(value, UTC)
     else:
         errors.add(name, "Must be an ISO 8601 date-time or a Unix timestamp.")
         return None
@@ -237,7 +236,8 @@ def parse_event(body, *, batch: bool = False, prefix: str = "", now: datetime | 
 
     cost_name, cost_raw = _first(body, *(("total_cost", "cost_usd") if batch else ("cost_usd", "cost")))
     event.cost_usd = _decimal(cost_raw, cost_name, errors, MAX_SINGLE_COST * (1000 if batch else 1), MONEY_PLACES)
-    time_name, time_raw = _first(body, *(("processing_time_ms", "response_time_ms") if batch else ("response_time_ms",)))
+    time_names = ("processing_time_ms", "response_time_ms") if batch else ("response_time_ms",)
+    time_name, time_raw = _first(body, *time_names)
     event.response_time_ms = _decimal(time_raw, time_name, errors, MAX_RESPONSE_TIME_MS * (100 if batch else 1), 3)
     event.request_size = _integer(body.get("request_size"), "request_size", errors, MAX_SIZE_BYTES)
     event.response_size = _integer(body.get("response_size"), "response_size", errors, MAX_SIZE_BYTES)

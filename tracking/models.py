@@ -58,7 +58,8 @@ class UsageRecord(models.Model):
             models.Index(fields=["user", "-occurred_at"]),
             models.Index(fields=["model_name", "-occurred_at"]),
             models.Index(fields=["research_category", "-occurred_at"]),
-            models.Index(fields=["experiment", "-occurred_at"], condition=~Q(experiment=""), name="usage_experiment_idx"),
+            models.Index(fields=["experiment", "-occurred_at"], condition=~Q(experiment=""),
+                         name="usage_experiment_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(cost_usd__gte=0), name="usage_cost_not_negative"),
@@ -96,6 +97,9 @@ class HourlyRollup(models.Model):
         ]
         indexes = [models.Index(fields=["hour"]), models.Index(fields=["team", "hour"])]
 
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.model_name or '-'}/{self.research_category or '-'}: ${self.cost_usd}"
+
 
 class IdempotencyRecord(models.Model):
     """The first answer to an idempotency key, replayed on retries from the same owner."""
@@ -109,6 +113,9 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="unique_idempotency_key_per_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.key} (user {self.user_id})"
 
 
 class ModelPriceOverride(models.Model):

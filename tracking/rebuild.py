@@ -11,11 +11,11 @@ budgets.periods.budget_counts_from); inactive budgets are not counted and are le
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timezone as dt_timezone
+from datetime import UTC
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, DecimalField, F, IntegerField, Q, Sum, Value, When
+from django.db.models import Case, Count, DecimalField, F, IntegerField, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate, TruncHour, TruncMonth
 from django.utils import timezone
 
@@ -97,8 +97,9 @@ def counters_actual(budget: Budget) -> dict[str, tuple[Decimal, int]]:
 
 
 def _held_by_counter(budget_ids) -> dict[int, Decimal]:
-    rows = (ReservationHold.objects.filter(counter__budget_id__in=budget_ids, reservation__status=Reservation.Status.HELD)
-            .values("counter_id").annotate(total=Sum("amount")).order_by())
+    held = ReservationHold.objects.filter(counter__budget_id__in=budget_ids,
+                                          reservation__status=Reservation.Status.HELD)
+    rows = held.values("counter_id").annotate(total=Sum("amount")).order_by()
     return {row["counter_id"]: _money(row["total"]) for row in rows}
 
 
@@ -157,7 +158,7 @@ _ROLLUP_VALUES = ("calls", "successful_calls", "failed_calls", "cost_usd", "succ
 def rollups_actual() -> dict[tuple, tuple]:
     """Every hourly rollup row as the raw records say it should be."""
     rows = (UsageRecord.objects.order_by()
-            .annotate(hour=TruncHour("occurred_at", tzinfo=dt_timezone.utc))
+            .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
             .values(*_ROLLUP_KEY)
             .annotate(n_calls=Sum(_CALLS), n_ok=Sum(_OK_CALLS), cost=Sum("cost_usd", output_field=_MONEY),
                       ok_cost=Sum(Case(When(success=True, then=F("cost_usd")), default=Value(ZERO),
@@ -198,7 +199,7 @@ def rollups_rebuild(*, write: bool, report: RebuildReport | None = None) -> Rebu
     if write and report.rollups_drifted:
         HourlyRollup.objects.all().delete()
         HourlyRollup.objects.bulk_create(
-            (HourlyRollup(**dict(zip(_ROLLUP_KEY, key)), **dict(zip(_ROLLUP_VALUES, values)))
+            (HourlyRollup(**dict(zip(_ROLLUP_KEY, key, strict=True)), **dict(zip(_ROLLUP_VALUES, values, strict=True)))
              for key, values in actual.items()), batch_size=5000)
     return report
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from datetime import timezone as dt_timezone
+from datetime import UTC
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
@@ -205,7 +205,7 @@ def _rollups_upsert_sql(records: list[UsageRecord]) -> tuple[str, list] | None:
     """Add records to their hourly rollups in one upsert (rows sorted, so concurrent writers don't deadlock)."""
     totals: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, ZERO, ZERO, 0, 0, 0, ZERO, 0])
     for r in records:
-        hour = r.occurred_at.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+        hour = r.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         t = totals[(hour, r.team_id, r.user_id, r.model_name, r.research_category, r.operation_type)]
         calls = r.batch_size or 1
         ok = r.success_count if r.batch_size else (1 if r.success else 0)

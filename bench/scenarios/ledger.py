@@ -59,7 +59,8 @@ def run(ctx) -> list[tuple[str, str]]:
                                            f"({ctx.ratio_rps(track.rps)})"),
         ("bulk ingest (1,000-event requests, 2 clients)", f"{events_per_second:8.0f} events/s   "
                                                           f"p50 {bulk.p50:.0f} ms per request   "
-                                                          f"({events_per_second / ctx.healthz.rps:.1f}x /healthz req/s)"),
+                                                          f"({events_per_second / ctx.healthz.rps:.1f}x "
+                                                          "/healthz req/s)"),
     ]
     lines += [(f"SQL queries per {label}", f"{count:8d}") for label, count in _queries_per_request(ctx).items()]
     if failed:

@@ -108,9 +108,10 @@ def test_budget_status_carries_projections_per_period(researcher, week):
 def test_overview_counts_alerts_of_the_view_and_the_breakers(researcher, team, other_team, admin_user):
     from datetime import timedelta
 
+    from django.utils import timezone
+
     from alerts.models import BudgetAlert
     from breakers.models import CircuitBreaker
-    from django.utils import timezone
 
     now = timezone.now()
     BudgetAlert.objects.create(alert_level="warning", message="Daily budget usage reached 75%", team=None,

@@ -1,7 +1,7 @@
 """Budget periods cut in a non-UTC BUDGET_TIMEZONE: local midnight separates days, months roll over,
 DST days last 23 or 25 hours — and nothing needs a reset job, the period derives from each record."""
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -89,7 +89,7 @@ def test_both_ends_of_the_25_hour_day_count_in_that_day(new_york, researcher, la
 
 def test_a_fixed_grant_budget_counts_only_inside_its_dates(new_york, researcher, team):
     grant = Budget.objects.create(name="Grant", scope="team", team=team, period="fixed", limit_usd=500,
-                                  starts_on=datetime(2025, 8, 1).date(), ends_on=datetime(2025, 8, 31).date())
+                                  starts_on=date(2025, 8, 1), ends_on=date(2025, 8, 31))
     record(researcher, cost="3", occurred_at=local(2025, 7, 31, 23, 59, 59))
     record(researcher, cost="4", occurred_at=local(2025, 8, 1, 0, 0, 0))
     record(researcher, cost="5", occurred_at=local(2025, 8, 31, 23, 59, 59))

@@ -1,8 +1,7 @@
 """The read side: the usage list (filters, cursor pages, team scoping), budget CRUD with visibility
 and audit, get_budget_summary, get_spending_trends and get_budget_status in the reference's shapes."""
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -202,7 +201,7 @@ def test_spending_trends_split_days_weekdays_and_peak_hours(researcher, research
     assert data["total_cost"] == 8.0 and data["average_daily_cost"] == 2.0
     assert data["trend_direction"] == "increasing"
     weekend = sum(cost for day, cost in data["daily_costs"].items()
-                  if datetime.fromisoformat(day).replace(tzinfo=dt_timezone.utc).weekday() >= 5)
+                  if datetime.fromisoformat(day).replace(tzinfo=UTC).weekday() >= 5)
     assert data["cost_distribution"]["weekends"] == round(weekend / 8 * 100, 2)
     assert 9 in data["peak_usage_hours"]
 
