@@ -24,7 +24,7 @@ from alerts.models import AlertChannel, AlertDelivery
 from breakers import selectors as breaker_selectors
 from breakers import services as breaker_services
 from breakers.models import CircuitBreaker
-from budgets import accounts
+from budgets import accounts, analytics
 from budgets import selectors as budget_selectors
 from budgets import services as budget_services
 from budgets.models import ApiKey
@@ -229,7 +229,9 @@ def _csv_value(record, path: str):
     value = record
     for part in path.split("."):
         value = getattr(value, part)
-    return value.isoformat() if hasattr(value, "isoformat") else value
+    # Pipelines choose model names, categories, operation names…: the report's rule keeps their text
+    # from running as a spreadsheet formula.
+    return value.isoformat() if hasattr(value, "isoformat") else analytics._cell(value)
 
 
 @role_required("read_budgets")

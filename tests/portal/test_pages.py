@@ -350,3 +350,17 @@ def test_a_huge_usage_list_is_counted_only_up_to_the_cap(admin_web, researcher, 
     assert "Over 5 records" in page and page.count('class="usage-row"') == 6
     rows = b"".join(admin_web.get("/usage/export.csv").streaming_content).decode().strip().splitlines()
     assert len(rows) == 1 + 8  # the export is never capped
+
+
+def test_the_usage_export_neutralises_formulas_a_pipeline_sent(researcher_web, researcher):
+    record(researcher, model="=HYPERLINK(\"http://evil.example/\",\"gpt\")", category="+cmd|'/c calc'!A0",
+           operation_name="@SUM(1+1)", experiment="-2+3")
+    rows = list(csv.DictReader(io.StringIO(
+        b"".join(researcher_web.get("/usage/export.csv").streaming_content).decode())))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["model_name"] == "'=HYPERLINK(\"http://evil.example/\",\"gpt\")"
+    assert row["research_category"] == "'+cmd|'/c calc'!A0"
+    assert row["operation_name"] == "'@SUM(1+1)"
+    assert row["experiment"] == "'-2+3"
+    assert row["cost_usd"] == "0.100000"  # numbers stay numbers
