@@ -68,11 +68,36 @@ class _Errors:
         self.found.setdefault(self.prefix + name, []).append(message)
 
 
+def storable_text(value: str) -> bool:
+    """False for text the database cannot store: NUL characters (PostgreSQL text and jsonb refuse
+    them) and lone UTF-16 surrogates (valid in JSON escapes, not encodable as UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable_json(value) -> bool:
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return all(storable_text(k) and _storable_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable_json(v) for v in value)
+    return True
+
+
 def _text(raw, name, errors, max_length):
     if raw is None:
         return None
     if not isinstance(raw, str):
         errors.add(name, "Must be a string.")
+        return None
+    if not storable_text(raw):
+        errors.add(name, "Must not contain NUL characters or unpaired surrogates.")
         return None
     if len(raw) > max_length:
         errors.add(name, f"At most {max_length} characters.")
@@ -266,6 +291,8 @@ def parse_event(body, *, batch: bool = False, prefix: str = "", now: datetime | 
     if metadata is not None:
         if not isinstance(metadata, dict):
             errors.add("metadata", "Must be an object.")
+        elif not _storable_json(metadata):
+            errors.add("metadata", "Must not contain NUL characters or unpaired surrogates.")
         elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
             errors.add("metadata", f"At most {MAX_METADATA_BYTES} bytes of JSON.")
         else:

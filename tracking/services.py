@@ -27,7 +27,7 @@ from budgets.services import (
 from costmonitor.errors import IdempotencyConflict, InvalidParameters
 from costmonitor.money import ZERO
 
-from .events import UsageEvent
+from .events import UsageEvent, storable_text
 from .models import HourlyRollup, IdempotencyRecord, UsageRecord
 from .pricing import price_tokens
 
@@ -261,6 +261,8 @@ def idempotent_call(*, user, key: str | None, body, produce) -> tuple[int, dict,
         return status, answer, False
     if len(key) > 200:
         raise InvalidParameters("At most 200 characters.", field="Idempotency-Key")
+    if not storable_text(key):
+        raise InvalidParameters("Must not contain NUL characters or unpaired surrogates.", field="Idempotency-Key")
     fingerprint = request_fingerprint(body)
     with transaction.atomic():
         try:

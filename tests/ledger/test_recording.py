@@ -239,6 +239,25 @@ def test_raw_non_json_numbers_and_broken_bodies_are_refused(researcher_client, r
     assert_nothing_stored()
 
 
+@pytest.mark.parametrize("path, raw, field", [
+    ("/api/v1/costs/track", '{"cost_usd": 0.1, "error_message": "bad byte \\u0000 in output"}', "error_message"),
+    ("/api/v1/costs/track", '{"cost_usd": 0.1, "operation_name": "\\ud800"}', "operation_name"),
+    ("/api/v1/costs/track", '{"cost_usd": 0.1, "metadata": {"prompt": "a\\u0000b"}}', "metadata"),
+    ("/api/v1/costs/track", '{"cost_usd": 0.1, "metadata": {"\\udfff": 1}}', "metadata"),
+    ("/api/v1/costs/track", '{"cost_usd": 0.1, "request_id": "retry-\\u0000"}', "Idempotency-Key"),
+    ("/api/v1/costs/batch", '{"operation_name": "x\\u0000", "batch_size": 2, "total_cost": 0.2}', "operation_name"),
+    ("/api/v1/costs/bulk", '{"events": [{"cost_usd": 0.1, "model_name": "m\\u0000"}]}', "events[0].model_name"),
+])
+def test_text_the_database_cannot_store_is_refused_not_a_server_error(researcher_client, path, raw, field):
+    # A 500 here is worse than rude: the SDK keeps 5xx answers in its outbox and resends them, so
+    # one record with a NUL byte in an error message would block every record queued after it.
+    answer = researcher_client.post(path, raw, content_type="application/json")
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert error["code"] == "INVALID_PARAMETERS" and field in error["details"], error
+    assert_nothing_stored()
+
+
 def test_an_oversize_body_answers_413_and_stores_nothing(researcher_client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100_000
     body = json.dumps({"cost": 0.1, "error_message": "x" * 200_000})
