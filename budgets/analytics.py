@@ -836,17 +836,26 @@ def report_range(start_date: str | None, end_date: str | None, *, now: datetime 
             moment = None if day else parse_datetime(raw)
         except ValueError:
             moment = day = None
-        if day is not None:
-            return local_day_start(day + timedelta(days=1)) - timedelta(microseconds=1) if is_end else \
-                local_day_start(day)
-        if moment is not None:
-            return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+        try:  # at the ends of the calendar the next day, the UTC instant or the local day may not exist
+            if day is not None:
+                moment = local_day_start(day + timedelta(days=1)) - timedelta(microseconds=1) if is_end else \
+                    local_day_start(day)
+            elif moment is not None and not timezone.is_aware(moment):
+                moment = moment.replace(tzinfo=UTC)
+            if moment is not None:
+                local_date(moment)
+                return moment.astimezone(UTC)
+        except OverflowError:
+            raise InvalidParameters("The date is out of range.", field=field) from None
         raise InvalidParameters("Use an ISO 8601 date (2025-08-01) or datetime (2025-08-01T00:00:00Z).",
                                 field=field)
 
     start, end = parse(start_date, "start_date", False), parse(end_date, "end_date", True)
     end = end or now
-    start = start or local_day_start(local_date(end) - timedelta(days=29))
+    try:
+        start = start or local_day_start(local_date(end) - timedelta(days=29))
+    except OverflowError:
+        raise InvalidParameters("The date is out of range.", field="end_date") from None
     if end < start:
         raise InvalidParameters("end_date is before start_date.", field="end_date")
     if (local_date(end) - local_date(start)).days + 1 > MAX_REPORT_DAYS:

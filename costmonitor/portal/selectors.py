@@ -75,7 +75,7 @@ def usage_filtered(*, user, filters: dict):
     zone = budget_zone()
     if filters.get("start"):
         records = records.filter(occurred_at__gte=datetime.combine(filters["start"], time.min, tzinfo=zone))
-    if filters.get("end"):
+    if filters.get("end") and filters["end"] < date.max:  # nothing lies after the calendar's last day
         after = filters["end"] + timedelta(days=1)
         records = records.filter(occurred_at__lt=datetime.combine(after, time.min, tzinfo=zone))
     if filters.get("team"):

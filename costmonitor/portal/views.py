@@ -290,8 +290,12 @@ def _report(request):
     form = ReportForm(request.GET or ReportForm.last_days())
     if not form.is_valid():
         return form, None
-    return form, selectors.cost_report(user=request.user, start=form.cleaned_data["start"],
-                                       end=form.cleaned_data["end"])
+    try:
+        return form, selectors.cost_report(user=request.user, start=form.cleaned_data["start"],
+                                           end=form.cleaned_data["end"])
+    except InvalidParameters as error:  # e.g. dates the report cannot reach (the last day of year 9999)
+        form.add_error(None, error.message)
+        return form, None
 
 
 @role_required("read_budgets")

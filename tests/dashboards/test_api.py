@@ -171,6 +171,11 @@ def test_csv_rows_stay_within_the_researchers_team_and_cannot_run_formulas(resea
     ("start_date=2025-02-30", "start_date"),
     ("start_date=2024-01-01&end_date=2025-03-14", "end_date"),
     ("start_date=2025-03-01&format=xml", "format"),
+    # At the ends of the calendar: the day after, or the UTC instant, is out of Python's range.
+    ("start_date=9999-12-30&end_date=9999-12-31", "end_date"),
+    ("end_date=9999-12-31", "end_date"),
+    ("end_date=0001-01-01T00:00:00%2B05:00", "end_date"),
+    ("start_date=0001-01-01T00:00:00%2B05:00&end_date=0001-01-01T00:00:00%2B05:00", "start_date"),
 ])
 def test_bad_report_ranges_are_invalid_parameters(researcher_client, query, field):
     for output in ("json", "csv"):

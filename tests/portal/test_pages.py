@@ -364,3 +364,17 @@ def test_the_usage_export_neutralises_formulas_a_pipeline_sent(researcher_web, r
     assert row["operation_name"] == "'@SUM(1+1)"
     assert row["experiment"] == "'-2+3"
     assert row["cost_usd"] == "0.100000"  # numbers stay numbers
+
+
+def test_a_report_at_the_end_of_the_calendar_is_explained_not_an_error(admin_web):
+    page = html(admin_web.get("/reports/?start=9999-12-30&end=9999-12-31"))
+    assert "The date is out of range." in page
+    for fmt in ("csv", "json"):
+        assert admin_web.get(f"/reports/download.{fmt}?start=9999-12-30&end=9999-12-31").status_code == 400
+
+
+def test_usage_up_to_the_last_day_of_the_calendar_lists_everything(researcher_web, researcher):
+    record(researcher, model="gpt-4o")
+    assert "gpt-4o" in html(researcher_web.get("/usage/?start=2000-01-01&end=9999-12-31"))
+    export = b"".join(researcher_web.get("/usage/export.csv?end=9999-12-31").streaming_content).decode()
+    assert len(export.strip().splitlines()) == 2
