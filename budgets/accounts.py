@@ -114,6 +114,10 @@ def team_for_recording(*, user, api_key: ApiKey | None = None, team_id: int | No
             raise InvalidParameters("Unknown team, or you are not a member of it.", field="team")
         return team
     if api_key is not None and api_key.team_id:
+        # A key made for a team stops booking to it once its owner leaves the team.
+        if not is_admin(user) and api_key.team_id not in _team_ids(user):
+            raise InvalidParameters("This key's team is not one of your teams any more; ask an admin, or use "
+                                    "another key.", field="team")
         return api_key.team
     team = getattr(user, "_default_team", None) or _default_team_load(user)
     if team is None:
@@ -122,10 +126,18 @@ def team_for_recording(*, user, api_key: ApiKey | None = None, team_id: int | No
 
 
 def _default_team_load(user) -> Team | None:
-    """The user's first team (by id), remembered on the user object (which the key cache keeps)."""
-    membership = Membership.objects.filter(user=user).select_related("team").order_by("team_id").first()
-    user._default_team = membership.team if membership is not None else None
+    """The user's first team (by id) and the ids of all their teams, remembered on the user object
+    (which the key cache keeps; a membership change evicts it)."""
+    memberships = list(Membership.objects.filter(user=user).select_related("team").order_by("team_id"))
+    user._team_ids = frozenset(m.team_id for m in memberships)
+    user._default_team = memberships[0].team if memberships else None
     return user._default_team
+
+
+def _team_ids(user) -> frozenset:
+    if getattr(user, "_team_ids", None) is None:
+        _default_team_load(user)
+    return user._team_ids
 
 
 def api_key_cache_evict(*, key_hashes) -> None:

@@ -8,9 +8,11 @@ from decimal import Decimal
 import pytest
 from django.db.models import Sum
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from budgets import accounts
 from budgets import services as budget_services
-from budgets.models import AuditLog, Budget, Reservation, SpendCounter
+from budgets.models import AuditLog, Budget, Membership, Reservation, SpendCounter
 from tests.conftest import client_for
 from tests.counters import CounterTotal, counter_total
 from tracking.models import HourlyRollup, ModelPriceOverride, UsageRecord
@@ -282,6 +284,23 @@ def test_recording_for_a_team_you_do_not_belong_to_is_refused(researcher_client,
 
 
 # --- Budget checks -----------------------------------------------------------------------------
+
+def test_a_key_made_for_a_team_stops_booking_to_it_when_its_owner_leaves(researcher, team, other_team):
+    Membership.objects.create(user=researcher, team=other_team)
+    _, raw_key = accounts.api_key_create(user=researcher, name="proteomics key", team=other_team)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    assert client.post("/api/v1/costs/track", {"cost_usd": 0.5}, format="json").json()["data"]["team"] == other_team.pk
+
+    Membership.objects.filter(user=researcher, team=other_team).delete()
+    for path, body in (("/api/v1/costs/track", {"cost_usd": 0.5}), ("/api/v1/budget/reserve", {"estimated_cost": 1}),
+                       ("/api/v1/budget/check", {"cost_amount": 1})):
+        answer = client.post(path, body, format="json")
+        assert answer.status_code == 400, (path, answer.content)
+        assert "team" in answer.json()["error"]["details"]
+    assert UsageRecord.objects.filter(team=other_team).count() == 1
+    assert not Reservation.objects.exists()
+
 
 def test_check_answers_the_reference_shape(researcher_client):
     researcher_client.post("/api/v1/costs/track", {"cost": 10, "research_category": "pathway_analysis"},
