@@ -47,7 +47,7 @@ from costmonitor.errors import (
     InvalidParameters,
 )
 from costmonitor.money import MAX_SINGLE_COST, MONEY_QUANTUM, ZERO
-from tracking.events import MAX_TOKENS, UsageEvent
+from tracking.events import MAX_TOKENS, UsageEvent, storable_json
 from tracking.models import UsageRecord
 from tracking.pricing import price_tokens
 from tracking.services import usage_record
@@ -560,6 +560,8 @@ def breaker_settle(*, breaker_name: str, operation_id, user, api_key=None, succe
         operation_id = uuid.UUID(str(operation_id))
     except ValueError:
         raise InvalidParameters("Unknown operation_id.", field="operation_id") from None
+    if metadata and not storable_json(metadata):
+        raise InvalidParameters("Must not contain NUL characters or unpaired surrogates.", field="metadata")
     with transaction.atomic():
         breaker = CircuitBreaker.objects.select_for_update().get(pk=breaker.pk)
         operation = (BreakerOperation.objects.select_for_update()

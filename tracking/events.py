@@ -80,13 +80,14 @@ def storable_text(value: str) -> bool:
     return True
 
 
-def _storable_json(value) -> bool:
+def storable_json(value) -> bool:
+    """storable_text for every key and string inside a JSON value."""
     if isinstance(value, str):
         return storable_text(value)
     if isinstance(value, dict):
-        return all(storable_text(k) and _storable_json(v) for k, v in value.items())
+        return all(storable_text(k) and storable_json(v) for k, v in value.items())
     if isinstance(value, list):
-        return all(_storable_json(v) for v in value)
+        return all(storable_json(v) for v in value)
     return True
 
 
@@ -291,7 +292,7 @@ def parse_event(body, *, batch: bool = False, prefix: str = "", now: datetime | 
     if metadata is not None:
         if not isinstance(metadata, dict):
             errors.add("metadata", "Must be an object.")
-        elif not _storable_json(metadata):
+        elif not storable_json(metadata):
             errors.add("metadata", "Must not contain NUL characters or unpaired surrogates.")
         elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
             errors.add("metadata", f"At most {MAX_METADATA_BYTES} bytes of JSON.")

@@ -153,6 +153,20 @@ def test_a_result_reported_twice_with_the_same_idempotency_key_is_counted_once(r
     assert UsageRecord.objects.count() == 1
 
 
+@pytest.mark.parametrize("raw", ['{"actual_cost": 0.1, "metadata": {"output": "a\\u0000b"}}',
+                                 '{"actual_cost": 0.1, "metadata": {"\\u0000": 1}}',
+                                 '{"actual_cost": 0.1, "metadata": {"parts": [1, {"text": "\\ud800"}]}}'])
+def test_a_result_whose_metadata_the_database_cannot_store_answers_400_and_stays_open(researcher_client, raw):
+    make_breaker()
+    allowed = data(researcher_client.post("/api/v1/breakers/llm_operations/execute", {"estimated_cost": 0.1},
+                                          format="json"), 201)
+    url = f"/api/v1/breakers/llm_operations/operations/{allowed['operation_id']}/result"
+    assert "metadata" in error(researcher_client.post(url, raw, content_type="application/json"), 400)["details"]
+    assert not UsageRecord.objects.exists()
+    # The operation can still be settled with a clean report.
+    assert data(researcher_client.post(url, {"actual_cost": 0.1}, format="json"))["settled"] is True
+
+
 def test_nobody_else_can_report_the_result_of_a_researchers_operation(researcher_client, outsider_client):
     make_breaker()
     allowed = data(researcher_client.post("/api/v1/breakers/llm_operations/execute", {"estimated_cost": 0.1},
