@@ -49,6 +49,8 @@ def _forbidden(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
+    elif ip.version == 6 and ip.sixtofour and _forbidden(str(ip.sixtofour)):
+        return True  # 2002:a9fe:a9fe::/48 is the 6to4 form of 169.254.169.254: judge the IPv4 it carries
     return (not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
             or ip.is_reserved or ip.is_unspecified)
 

@@ -100,6 +100,9 @@ def test_sending_back_the_masked_secret_keeps_it_and_a_new_one_replaces_it(admin
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:8080/hook", "http://localhost/hook", "http://169.254.169.254/latest/meta-data/",
     "http://10.0.0.5/hook", "http://192.168.1.10/hook", "http://[::1]/hook", "http://[fd00:ec2::254]/",
+    # IPv6 forms carrying an IPv4 address: NAT64 (a NAT64 gateway forwards them), 6to4, IPv4-compatible.
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "http://[64:ff9b::10.0.0.5]/hook",
+    "http://[2002:a9fe:a9fe::1]/", "http://[::127.0.0.1]/hook",
 ])
 def test_private_and_metadata_urls_are_refused_when_saved(admin_client, settings, url):
     settings.ALERTS_ALLOW_PRIVATE_URLS = False
