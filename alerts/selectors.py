@@ -60,7 +60,7 @@ def alerts_for_user(user, filters: dict | None = None) -> QuerySet[BudgetAlert]:
     if period:
         if period in (DAILY, MONTHLY, FIXED):
             alerts = alerts.filter(period_type=period)
-        elif len(period) <= 16:
+        elif len(period) <= 16 and "\x00" not in period:  # PostgreSQL text cannot hold NUL
             alerts = alerts.filter(period_key=period)
         else:
             raise InvalidParameters("daily, monthly, fixed, or a period key like 2025-08-06 or 2025-08.",

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from alerts.models import AlertDelivery, BudgetAlert
 from alerts.services import system_alert_raise, threshold_alert_raise
+from tests.portal.conftest import session_for
 
 from .conftest import Reply, email_channel, make_channel, slack_channel, team_budget
 
@@ -176,3 +177,12 @@ def test_users_switch_the_daily_digest_on_and_off(researcher_client, researcher)
         "enabled"] is True
     assert researcher_client.put("/api/v1/alerts/digest", {"enabled": False}, format="json").json()["data"][
         "enabled"] is False
+
+
+@pytest.mark.parametrize("period", ["%00", "2025-08%00"])
+def test_a_period_with_a_nul_byte_is_an_invalid_parameter(researcher_client, researcher, period):
+    answer = researcher_client.get(f"/api/v1/alerts/?period={period}")
+    assert answer.status_code == 400, answer.content
+    assert "period" in answer.json()["error"]["details"]
+    page = session_for(researcher).get(f"/alerts/?period={period}")
+    assert page.status_code == 200
