@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Avg, Count, Q, QuerySet
 
 from budgets.periods import DAILY, FIXED, MONTHLY
+from costmonitor.api.permissions import user_has
 from costmonitor.api.scoping import visible_team_ids
 from costmonitor.errors import InvalidParameters
 
@@ -22,6 +23,15 @@ def alerts_visible_to(user) -> QuerySet[BudgetAlert]:
     if team_ids is None:
         return alerts
     return alerts.filter(Q(team_id__in=team_ids) | Q(team__isnull=True))
+
+
+def can_acknowledge(user, alert: BudgetAlert) -> bool:
+    """Whoever holds manage_alerts may acknowledge any alert they see; a researcher, the alerts of
+    their own teams (organisation-wide alerts are the admins' to acknowledge)."""
+    if user_has(user, "manage_alerts"):
+        return True
+    team_ids = visible_team_ids(user)
+    return alert.team_id is not None and (team_ids is None or alert.team_id in team_ids)
 
 
 def _int(value, name: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -64,9 +65,12 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return Response(selectors.alert_dict(self.get_object()))
 
     @extend_schema(request=None, responses=AlertSerializer)
-    @action(detail=True, methods=["post"], permission_classes=[CanManageAlerts])
+    @action(detail=True, methods=["post"], permission_classes=[CanReadBudgets])
     def acknowledge(self, request, pk=None):
-        alert = services.alert_acknowledge(alert=self.get_object(), user=request.user)
+        alert = self.get_object()
+        if not selectors.can_acknowledge(request.user, alert):
+            raise PermissionDenied("Organisation-wide alerts are acknowledged by users with manage_alerts.")
+        alert = services.alert_acknowledge(alert=alert, user=request.user)
         return Response(selectors.alert_dict(alert))
 
 

@@ -10,7 +10,7 @@ from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,6 +29,7 @@ from budgets import selectors as budget_selectors
 from budgets import services as budget_services
 from budgets.models import ApiKey
 from costmonitor.api.permissions import user_has
+from costmonitor.api.scoping import visible_team_ids
 from costmonitor.errors import InvalidParameters
 
 from . import charts, selectors
@@ -344,13 +345,15 @@ def alerts(request):
         found = alert_selectors.alerts_for_user(request.user, {})
     return render(request, "portal/alerts/list.html", {
         "page": "alerts", "form": form, "page_obj": _page(request, found), "query": _query_without_page(request),
-        "can_manage": user_has(request.user, "manage_alerts")})
+        "can_manage": user_has(request.user, "manage_alerts"), "my_team_ids": visible_team_ids(request.user) or []})
 
 
 @require_POST
 @role_required("read_budgets")
 def alert_acknowledge(request, pk: int):
     alert = get_object_or_404(alert_selectors.alerts_visible_to(request.user), pk=pk)
+    if not alert_selectors.can_acknowledge(request.user, alert):
+        raise PermissionDenied("Organisation-wide alerts are acknowledged by admins.")
     already = alert.acknowledged_at is not None
     alert = alert_services.alert_acknowledge(alert=alert, user=request.user)
     if already:

@@ -133,11 +133,19 @@ def test_bad_filters_name_the_field(admin_client):
         assert r.status_code == 400 and field in r.json()["error"]["details"], query
 
 
-def test_an_admin_acknowledges_an_alert_once_and_a_researcher_cannot(admin_client, researcher_client, admin_user,
-                                                                     team):
-    alert = system_alert_raise(alert_type="anomaly", level="critical", message="Runaway loop", dedupe_key="a:1",
-                               team=team)
-    assert researcher_client.post(f"/api/v1/alerts/{alert.pk}/acknowledge").status_code == 403
+def test_a_researcher_acknowledges_their_teams_alert_but_not_an_organisation_wide_one(researcher_client, team):
+    ours = system_alert_raise(alert_type="anomaly", level="critical", message="Our loop", dedupe_key="a:3", team=team)
+    everyone = system_alert_raise(alert_type="anomaly", level="critical", message="Org loop", dedupe_key="a:4")
+    r = researcher_client.post(f"/api/v1/alerts/{ours.pk}/acknowledge")
+    assert r.status_code == 200 and r.json()["data"]["acknowledged_by"] == "rita"
+    r = researcher_client.post(f"/api/v1/alerts/{everyone.pk}/acknowledge")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "PERMISSION_DENIED"
+    everyone.refresh_from_db()
+    assert everyone.acknowledged_at is None
+
+
+def test_an_admin_acknowledges_an_alert_once(admin_client, admin_user):
+    alert = system_alert_raise(alert_type="anomaly", level="critical", message="Runaway loop", dedupe_key="a:1")
     r = admin_client.post(f"/api/v1/alerts/{alert.pk}/acknowledge")
     assert r.status_code == 200, r.content
     body = r.json()["data"]

@@ -43,6 +43,16 @@ def test_a_researcher_sees_their_teams_alerts_filters_and_acknowledges(researche
     assert "Metabolomics at 75%" not in researcher_web.get("/alerts/?acknowledged=false").content.decode()
 
 
+def test_a_researcher_leaves_organisation_wide_alerts_to_the_admins(researcher_web, admin_web):
+    everyone = _alert("critical", "Organisation at 90%")
+    page = researcher_web.get("/alerts/").content.decode()
+    assert "Open (for admins)" in page
+    assert researcher_web.post(f"/alerts/{everyone.pk}/acknowledge/").status_code == 403
+    everyone.refresh_from_db()
+    assert everyone.acknowledged_at is None
+    assert "Alert acknowledged." in admin_web.post(f"/alerts/{everyone.pk}/acknowledge/", follow=True).content.decode()
+
+
 def test_nobody_acknowledges_an_alert_they_cannot_see(researcher_web, other_team):
     theirs = _alert("exceeded", "Proteomics over budget", team=other_team)
     assert researcher_web.post(f"/alerts/{theirs.pk}/acknowledge/").status_code == 404
