@@ -572,8 +572,10 @@ def breaker_settle(*, breaker_name: str, operation_id, user, api_key=None, succe
             raise InvalidParameters(f"This operation is already {operation.status}.", field="operation_id")
         reservation_status = (Reservation.objects.select_for_update().filter(operation_id=operation_id)
                               .values_list("status", flat=True).first())
+        # A hold that is no longer held was settled by a record, or expired or was released — after
+        # which a record naming the operation_id is still stored (without a hold to settle).
         recorded_elsewhere = (UsageRecord.objects.filter(operation_id=operation_id).first()
-                              if reservation_status == Reservation.Status.SETTLED else None)
+                              if reservation_status != Reservation.Status.HELD else None)
         if recorded_elsewhere is not None:
             # The pipeline already tracked this call with the operation_id (POST /costs/track): don't count it twice.
             record, cost = recorded_elsewhere, recorded_elsewhere.cost_usd

@@ -4,6 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from breakers.models import BreakerEvent, CircuitBreaker
 from budgets.models import AuditLog, Reservation
@@ -165,6 +166,28 @@ def test_a_result_whose_metadata_the_database_cannot_store_answers_400_and_stays
     assert not UsageRecord.objects.exists()
     # The operation can still be settled with a clean report.
     assert data(researcher_client.post(url, {"actual_cost": 0.1}, format="json"))["settled"] is True
+
+
+@pytest.mark.parametrize("closed_by", ["expiry", "release"])
+def test_a_call_tracked_after_its_hold_closed_is_not_recorded_again_by_its_result(researcher_client, closed_by):
+    from budgets.services import reservations_expire
+
+    make_breaker()
+    allowed = data(researcher_client.post("/api/v1/breakers/llm_operations/execute", {"estimated_cost": 0.1},
+                                          format="json"), 201)
+    operation_id = allowed["operation_id"]
+    if closed_by == "expiry":  # a long call outlived its reservation
+        Reservation.objects.filter(operation_id=operation_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+        assert reservations_expire() == 1
+    else:
+        data(researcher_client.delete(f"/api/v1/budget/reserve/{operation_id}"))
+    data(researcher_client.post("/api/v1/costs/track", {"cost_usd": 0.3, "operation_id": operation_id},
+                                format="json"), 201)
+    result = data(researcher_client.post(f"/api/v1/breakers/llm_operations/operations/{operation_id}/result",
+                                         {"actual_cost": 0.3}, format="json"))
+    assert UsageRecord.objects.count() == 1 and result["usage_record_id"] == UsageRecord.objects.get().pk
+    assert counter_total(global_budget("daily")).spent == Decimal("0.3")
+    assert CircuitBreaker.objects.get().total_actual_cost == Decimal("0.3")
 
 
 def test_nobody_else_can_report_the_result_of_a_researchers_operation(researcher_client, outsider_client):
