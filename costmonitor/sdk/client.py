@@ -24,7 +24,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,27 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+# The server refuses amounts finer than it stores (micro-dollars, thousandths of a millisecond):
+# a cost computed in floats (tokens × price per token, 0.1 + 0.2) is rounded to them here instead.
+_WIRE_PLACES = {
+    **dict.fromkeys(("cost_usd", "cost", "total_cost", "actual_cost", "estimated_cost", "cost_amount",
+                     "daily_budget", "monthly_budget"), Decimal("0.000001")),
+    **dict.fromkeys(("response_time_ms", "processing_time_ms"), Decimal("0.001")),
+}
+
+
+def _rounded(value: Any, quantum: Decimal) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return value
+    try:
+        exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        if not exact.is_finite():
+            return value
+        return exact.quantize(quantum, ROUND_HALF_UP)
+    except InvalidOperation:  # beyond any plausible amount: the server answers it
+        return value
+
+
 def _jsonable(value: Any) -> Any:
     """Decimals become floats only at the wire (the server stores Decimal again); dates become ISO 8601."""
     if isinstance(value, Decimal):
@@ -86,7 +107,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(_rounded(v, _WIRE_PLACES[k]) if k in _WIRE_PLACES else v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value

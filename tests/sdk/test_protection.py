@@ -124,6 +124,13 @@ def test_protected_call_with_a_known_cost(monitor, llm_breaker):
     assert UsageRecord.objects.get().cost_usd == Decimal("0.015")
 
 
+def test_protected_call_with_a_cost_computed_in_floats_is_recorded(monitor, llm_breaker):
+    monitor.execute_with_protection("llm_operations", lambda: {"answer": 42}, operation_type="llm_call",
+                                    estimated_cost=1 / 3, cost_of=lambda result: 1234 * 0.15 / 1_000_000)
+    assert UsageRecord.objects.get().cost_usd == Decimal("0.000185")
+    assert daily_counter().reserved == 0
+
+
 def test_protected_call_failure_is_reported_and_reraised(monitor, llm_breaker):
     def broken():
         raise ExperimentFailed("model refused")

@@ -40,6 +40,21 @@ def test_tracked_call_records_tokens_cost_and_details(monitor, researcher):
     assert tracker.result["id"] == record.pk
 
 
+def test_costs_and_times_computed_in_floats_are_recorded_rounded_not_refused(monitor):
+    # Prices per token make costs finer than the micro-dollars the server stores (1234 tokens at
+    # $0.15 per million = $0.0001851), and float sums add noise (0.1 + 0.2): round, don't lose the call.
+    with monitor.track_api_call("classify", model_name="gpt-4o-mini") as tracker:
+        tracker.set_cost(1234 * 0.15 / 1_000_000)
+        tracker.set_response_details(response_time_ms=123.456789)
+    monitor.log_api_call("summarise", cost_usd=0.1 + 0.2, response_time_ms=0.1 + 0.2)
+    monitor.log_batch_operation("embed", batch_size=3, total_tokens=30, total_cost=Decimal("0.00000051"))
+    records = list(UsageRecord.objects.order_by("id"))
+    assert [r.cost_usd for r in records] == [Decimal("0.000185"), Decimal("0.3"), Decimal("0.000001")]
+    assert [r.response_time_ms for r in records[:2]] == [Decimal("123.457"), Decimal("0.3")]
+    assert monitor.pending_records == 0
+    assert monitor.check_budget_status(cost_amount=1 / 3)["operation_allowed"] is True
+
+
 def test_tracked_call_times_the_block_when_no_time_is_given(monitor):
     with monitor.track_api_call("quick", model_name="gpt-4o-mini") as tracker:
         tracker.set_cost("0.001")
