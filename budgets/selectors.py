@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 from django.core.cache import cache
@@ -243,7 +243,8 @@ def spending_trends(*, user, days: int = 30, at=None) -> dict:
     at = at or timezone.now()
     today = local_date(at)
     first_day = today - timedelta(days=days - 1)
-    start, _ = period_bounds("daily", at - timedelta(days=days - 1))
+    # From local noon of the first day: `at` minus whole days of 24 h lands a day early after a 23-hour day.
+    start, _ = period_bounds("daily", datetime.combine(first_day, time(12), tzinfo=budget_zone()))
     _, end = period_bounds("daily", at)
     rollups = HourlyRollup.objects.filter(hour__gte=start, hour__lt=end)
     team_ids = visible_team_ids(user)

@@ -113,3 +113,16 @@ def test_a_budget_created_mid_day_weighs_the_spend_already_recorded_that_day(adm
     assert answer.status_code == 201, answer.content
     counter = counter_total(answer.json()["data"]["id"])
     assert (counter.spent, counter.calls) == (Decimal("15"), 1)
+
+
+def test_spending_trends_after_a_23_hour_day_cover_only_their_days(new_york, researcher):
+    from budgets.selectors import spending_trends
+
+    # The day after clocks go forward: "the last 2 days" are Sunday 8 and Monday 9 March, not Saturday.
+    record(researcher, cost="1", occurred_at=local(2026, 3, 7, 12, 0))
+    record(researcher, cost="1", occurred_at=local(2026, 3, 9, 0, 10))
+    now = local(2026, 3, 9, 0, 30).astimezone(ZoneInfo("UTC"))  # as timezone.now() gives it
+    trends = spending_trends(user=researcher, days=2, at=now)
+    assert trends["daily_costs"] == {"2026-03-08": 0.0, "2026-03-09": 1.0}
+    assert trends["cost_distribution"] == {"weekdays": 100.0, "weekends": 0.0}
+    assert trends["peak_usage_hours"] == [0]
