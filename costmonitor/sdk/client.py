@@ -328,8 +328,9 @@ class CostMonitorClient:
                                      headers={"Idempotency-Key": entry.idempotency_key})
                     except CostMonitorError as exc:
                         self.outbox.note_failure(entry.id, f"{exc.code}: {exc}")
-                        if is_transient(exc) or isinstance(exc, (AuthenticationError, PermissionDeniedError,
-                                                                 NotFoundError, ConfigurationError)):
+                        gone = isinstance(exc, NotFoundError) and "breaker" in (exc.details or {})
+                        if not gone and (is_transient(exc) or isinstance(
+                                exc, (AuthenticationError, PermissionDeniedError, NotFoundError, ConfigurationError))):
                             logger.info("CostMonitor outbox: %d record(s) still waiting (%s).",
                                         self.outbox.pending(), exc)
                             return False

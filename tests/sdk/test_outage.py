@@ -154,3 +154,23 @@ def test_a_resend_whose_key_was_already_used_counts_as_delivered(live_server, re
     assert client.flush() is True
     assert UsageRecord.objects.count() == 1
     assert client.outbox.rejected == 0
+
+
+def test_a_waiting_result_for_a_breaker_deleted_meanwhile_does_not_block_the_records_behind_it(
+        live_server, researcher_key, make_client):
+    client = make_client(live_server.url, researcher_key)
+    client.outbox.add(method="POST", path="/breakers/retired/operations/6f1c2a9e-0d4b-4a57-9a53-2f6f3c1d8e20/result",
+                      body={"success": True, "actual_cost": 0.01}, idempotency_key="breaker-result-retired")
+    client.outbox.add(method="POST", path="/costs/track", body={"operation_name": "behind", "cost_usd": 0.02},
+                      idempotency_key="sdk-behind")
+    assert client.flush() is True
+    assert UsageRecord.objects.get().operation_name == "behind"
+    assert client.outbox.rejected == 1
+
+
+def test_records_wait_while_the_server_answers_404_for_every_path(live_server, researcher_key, make_client):
+    client = make_client(live_server.url + "/not-the-api", researcher_key)  # a misconfigured base URL
+    client.outbox.add(method="POST", path="/costs/track", body={"operation_name": "waits", "cost_usd": 0.02},
+                      idempotency_key="sdk-waits")
+    assert client.flush() is False
+    assert client.pending_records == 1 and client.outbox.rejected == 0
