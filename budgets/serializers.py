@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from costmonitor.money import MAX_SINGLE_COST, MONEY_PLACES
+from costmonitor.money import MAX_RESERVATION, MAX_SINGLE_COST, MONEY_PLACES
 
 from .models import Budget
 
@@ -27,7 +27,7 @@ class EstimatedTokensSerializer(serializers.Serializer):
 class ReserveRequestSerializer(serializers.Serializer):
     """estimated_cost, or model_name with estimated_tokens (per call) × calls."""
 
-    estimated_cost = serializers.DecimalField(min_value=Decimal(0), max_value=MAX_SINGLE_COST * 1000, required=False,
+    estimated_cost = serializers.DecimalField(min_value=Decimal(0), max_value=MAX_RESERVATION, required=False,
                                               **_MONEY)
     model_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     estimated_tokens = EstimatedTokensSerializer(required=False)

@@ -26,7 +26,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from costmonitor.errors import BudgetExceeded, InvalidParameters
-from costmonitor.money import MONEY_QUANTUM, ZERO
+from costmonitor.money import MAX_RESERVATION, MONEY_QUANTUM, ZERO
 
 from .models import AuditLog, Budget, Reservation, ReservationHold, SpendCounter
 from .periods import budget_counts_from, budget_period_key, local_date, period_key_of_day
@@ -447,6 +447,9 @@ def reservation_create(*, target: SpendTarget, amount: Decimal, operation_type: 
     """
     if amount < 0:
         raise InvalidParameters("The estimated cost must not be negative.", field="estimated_cost")
+    if amount > MAX_RESERVATION:
+        raise InvalidParameters(f"An estimate above ${MAX_RESERVATION:,.0f} is not plausible; check the token counts.",
+                                field="estimated_cost")
     now = timezone.now()
     ttl = ttl_seconds or settings.RESERVATION_TTL_SECONDS
     keyed = [(b, budget_period_key(b, now)) for b in budgets_applicable(target=target)]

@@ -7,6 +7,7 @@ MONEY_PLACES = 6  # per-call costs are fractions of a cent
 ZERO = Decimal("0")
 MONEY_QUANTUM = Decimal("0.000001")
 MAX_SINGLE_COST = Decimal("1000000")  # anything above is a client bug, not an API call
+MAX_RESERVATION = MAX_SINGLE_COST * 1000  # an experiment's hold; far below what a counter column holds
 
 
 def money_field_kwargs(**extra):

@@ -148,6 +148,20 @@ def test_the_same_key_with_a_different_body_answers_422_and_stores_nothing_more(
     assert UsageRecord.objects.count() == 1 and daily_counter().spent == Decimal("0.25")
 
 
+def test_the_same_key_and_body_on_another_endpoint_is_a_conflict_not_a_replay(researcher_client):
+    body = {"operation_name": "nightly", "batch_size": 2, "total_cost": 0.5}
+    assert researcher_client.post("/api/v1/costs/batch", body, format="json",
+                                  HTTP_IDEMPOTENCY_KEY="run-7").status_code == 201
+    answer = researcher_client.post("/api/v1/costs/bulk", {"events": [{"cost": 0.5}]}, format="json",
+                                    HTTP_IDEMPOTENCY_KEY="run-7")
+    assert answer.status_code == 422
+    body_on_track = {"cost": 0.25}
+    researcher_client.post("/api/v1/costs/track", body_on_track, format="json", HTTP_IDEMPOTENCY_KEY="run-8")
+    answer = researcher_client.post("/api/v1/costs/bulk", body_on_track, format="json", HTTP_IDEMPOTENCY_KEY="run-8")
+    assert answer.status_code == 422
+    assert UsageRecord.objects.count() == 2
+
+
 def test_idempotency_keys_are_scoped_per_owner(researcher_client, outsider_client):
     body = {"cost": 0.25}
     assert researcher_client.post("/api/v1/costs/track", body, format="json",
@@ -397,6 +411,16 @@ def test_a_reservation_can_be_priced_from_a_model_and_tokens(researcher_client):
                                     format="json")
     assert answer.status_code == 201, answer.content
     assert answer.json()["data"]["estimated_cost"] == 0.0045
+
+
+def test_an_absurd_token_estimate_is_refused_before_it_holds_anything(researcher_client):
+    Budget.objects.filter(is_global_default=True).update(enforcement=Budget.Enforcement.SOFT)
+    answer = researcher_client.post("/api/v1/budget/reserve", {
+        "model_name": "gpt-4o", "calls": 1_000_000, "estimated_tokens": {"input": 100_000_000, "output": 100_000_000}},
+        format="json")
+    assert answer.status_code == 400 and "estimated_cost" in answer.json()["error"]["details"]
+    assert not Reservation.objects.exists()
+    assert SpendCounter.objects.aggregate(held=Sum("reserved"))["held"] in (None, 0)
 
 
 def test_released_reservations_hold_nothing(researcher_client):
