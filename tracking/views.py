@@ -49,8 +49,10 @@ class _RecordingView(APIView):
 
         body = request.data
         key = _idempotency_key(request, body)
+        # The path is part of what a key stands for: one key sent to /track and then /bulk is a conflict.
         code, answer, replayed = services.idempotent_call(
-            user=request.user, key=key, body=body, produce=produce_json if key else produce)
+            user=request.user, key=key, body={"path": request.path, "body": body},
+            produce=produce_json if key else produce)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(answer, status=code, headers=headers)
 
