@@ -175,61 +175,6 @@ def budget_states_visible(*, user, at=None) -> list[dict]:
     return [state_dict(state) for state in budget_states(budgets=budgets, at=at)]
 
 
-# --- get_budget_status (simple linear projection; budgets.projections may replace it) ----------
-
-def period_projection(budget: Budget, state: BudgetState, at) -> dict:
-    """End-of-period projection: spend so far ÷ the elapsed fraction of the period (linear).
-
-    The dashboards module (budgets.projections.project_period) can answer this with the
-    hour-of-day / day-of-week pattern instead; this function is the single place to plug it in.
-    Confidence grows with the elapsed fraction: early in a period a straight line says little.
-    """
-    start, end = budget_period_bounds(budget, at)
-    length = (end - start).total_seconds()
-    # At least an hour counts as elapsed, so the first minutes of a period don't project absurd sums.
-    elapsed = min(max((at - start).total_seconds(), 3600.0), length)
-    fraction = Decimal(str(elapsed / length))
-    projected = state.spent / fraction if fraction > 0 else state.spent
-    return {"projected_cost": round(float(projected), 2),
-            "confidence": round(min(max(float(fraction), 0.1), 0.95), 2),
-            "projection_method": "linear_trend"}
-
-
-def budget_status(*, user, include_projections: bool = True, at=None) -> dict:
-    """get_budget_status: budget_summary (+ end-of-period projections) for the organisation's budgets."""
-    at = at or timezone.now()
-    states = _global_states(at)
-    summary: dict = {}
-    projections: dict = {}
-    healths = []
-    for period, projected_name in (("daily", "projected_end_of_day"), ("monthly", "projected_end_of_month")):
-        state = states.get(period)
-        if state is None:
-            continue
-        budget = state.budget
-        healths.append(health_of(budget, state.spent))
-        entry = {
-            "total_cost": float(state.spent),
-            "budget_limit": float(budget.limit_usd),
-            "percentage_used": percentage(state.spent, budget.limit_usd),
-            "over_budget": state.spent > budget.limit_usd,
-        }
-        if include_projections:
-            projection = period_projection(budget, state, at)
-            entry[projected_name] = projection["projected_cost"]
-            projections[period] = projection
-        summary[f"{period}_budget"] = entry
-        # The reference's TypeScript client reads flat fields too (its `daily_budget` number cannot
-        # coexist with the object above, which the REST reference defines; the object wins).
-        summary[f"{period}_cost"] = entry["total_cost"]
-        summary[f"{period}_percentage"] = entry["percentage_used"]
-    summary["budget_health"] = worst_health(healths)
-    answer = {"budget_summary": summary}
-    if include_projections:
-        answer["projections"] = projections
-    return answer
-
-
 # --- get_spending_trends (from hourly rollups, days cut in BUDGET_TIMEZONE) ---------------------
 
 TREND_STABLE_BAND = 5.0  # percent: a smaller change between the two halves is "stable"

@@ -40,13 +40,3 @@ def price_tokens(*, model_name: str, prompt_tokens: int, completion_tokens: int,
         return None
     return PriceQuote(Decimal(calculation.total_price).quantize(MONEY_QUANTUM, ROUND_HALF_UP), "genai-prices",
                       TABLE_VERSION)
-
-
-def model_is_known(model_name: str) -> bool:
-    if ModelPriceOverride.objects.filter(model_name=model_name).exists():
-        return True
-    try:
-        genai_prices.calc_price(genai_prices.Usage(input_tokens=1, output_tokens=1), model_ref=model_name)
-    except LookupError:
-        return False
-    return True
