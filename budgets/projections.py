@@ -32,7 +32,7 @@ from statistics import fmean, stdev
 from django.db.models import Sum
 from django.utils import timezone
 
-from costmonitor.money import MONEY_QUANTUM, ZERO
+from costmonitor.money import ZERO, to_money
 
 from .models import Budget, SpendCounter
 from .periods import budget_period_bounds, budget_period_key, budget_zone, local_date, period_bounds
@@ -134,10 +134,6 @@ def _clip(value: float) -> float:
     return round(min(1.0, max(0.0, value)), 2)
 
 
-def _money(value: float | Decimal) -> Decimal:
-    return Decimal(str(value)).quantize(MONEY_QUANTUM)
-
-
 def _linear(spent: Decimal, start: datetime, end: datetime, at: datetime, first_seen: datetime | None,
             history_days: int) -> Projection:
     began = max(start, first_seen) if first_seen else start
@@ -148,7 +144,7 @@ def _linear(spent: Decimal, start: datetime, end: datetime, at: datetime, first_
     remaining = (end - at).total_seconds()
     if observed <= 0:
         return Projection(spent, 0.0, LINEAR_TREND, history_days)
-    projected = spent + _money(float(spent) / observed * remaining)
+    projected = spent + to_money(float(spent) / observed * remaining)
     return Projection(projected, _clip(observed / (observed + remaining)), LINEAR_TREND, history_days)
 
 
@@ -189,7 +185,7 @@ def project_spend(*, spent: Decimal, start: datetime, end: datetime, at: datetim
                 expected += fmean(all_totals)
                 spread += overall_spread
             day += timedelta(days=1)
-    projected = spent + _money(expected)
+    projected = spent + to_money(expected)
     confidence = 1.0 - spread / float(projected) if projected > 0 else (1.0 if spread == 0 else 0.0)
     return Projection(projected, _clip(confidence), USAGE_PATTERN, len(observed))
 

@@ -26,7 +26,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from costmonitor.errors import BudgetExceeded, InvalidParameters
-from costmonitor.money import MAX_RESERVATION, MONEY_QUANTUM, ZERO
+from costmonitor.money import MAX_RESERVATION, ZERO, to_money
 
 from .models import AuditLog, Budget, Reservation, ReservationHold, SpendCounter
 from .periods import budget_counts_from, budget_period_key, local_date, period_key_of_day
@@ -385,14 +385,10 @@ def budget_states(*, budgets: list[Budget], at: datetime | None = None) -> list[
         if row is None:
             states.append(BudgetState(budget, key, ZERO, ZERO))
         else:
-            states.append(BudgetState(budget, key, _money(row["spent"]), _money(row["reserved"]), row["calls"],
+            states.append(BudgetState(budget, key, to_money(row["spent"]), to_money(row["reserved"]), row["calls"],
                                       row["updated_at"]))
     return states
 
-
-def _money(total: Decimal) -> Decimal:
-    # SQLite sums decimals as floats (…E-18 for zero); counters hold whole micro-dollars.
-    return total.quantize(MONEY_QUANTUM)
 
 
 def _exceeds(state: BudgetState, amount: Decimal) -> bool:

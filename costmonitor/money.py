@@ -12,3 +12,12 @@ MAX_RESERVATION = MAX_SINGLE_COST * 1000  # an experiment's hold; far below what
 
 def money_field_kwargs(**extra):
     return {"max_digits": MONEY_DIGITS, "decimal_places": MONEY_PLACES, "default": ZERO, **extra}
+
+
+def to_money(value) -> Decimal:
+    """A Decimal of whole micro-dollars from a sum, a float or None (SQLite sums decimals as floats)."""
+    if value is None:
+        return ZERO
+    if not isinstance(value, Decimal):
+        value = Decimal(str(value))
+    return value.quantize(MONEY_QUANTUM)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from budgets.models import SpendCounter
-from costmonitor.money import MONEY_QUANTUM
+from costmonitor.money import to_money
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,7 @@ def counter_total(budget, period_key: str | None = None) -> CounterTotal | None:
         return None
     (row,) = totals
     # Quantized like the ledger's own reads: SQLite sums decimals as floats.
-    return CounterTotal(row["period_key"], row["spent"].quantize(MONEY_QUANTUM),
-                        row["reserved"].quantize(MONEY_QUANTUM), row["calls"])
+    return CounterTotal(row["period_key"], to_money(row["spent"]), to_money(row["reserved"]), row["calls"])
 
 
 def counters_by_period(budget) -> dict[str, tuple[Decimal, int]]:

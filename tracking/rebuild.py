@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from budgets.models import Budget, Reservation, ReservationHold, SpendCounter
 from budgets.periods import FIXED, budget_counts_from, budget_zone, period_bounds
-from costmonitor.money import MONEY_QUANTUM, ZERO
+from costmonitor.money import ZERO, to_money
 
 from .models import HourlyRollup, UsageRecord
 
@@ -57,10 +57,6 @@ class RebuildReport:
         return bool(self.counter_drift) or self.rollups_drifted > 0
 
 
-def _money(value) -> Decimal:
-    return Decimal(value if value is not None else 0).quantize(MONEY_QUANTUM)
-
-
 # --- Counters ----------------------------------------------------------------------------------
 
 def _records_of(budget: Budget):
@@ -87,20 +83,20 @@ def counters_actual(budget: Budget) -> dict[str, tuple[Decimal, int]]:
     totals = {"spent": Sum("cost_usd", output_field=_MONEY), "calls": Sum(_CALLS)}
     if budget.period == FIXED:
         row = records.aggregate(**totals)
-        return {FIXED: (_money(row["spent"]), row["calls"] or 0)} if row["calls"] else {}
+        return {FIXED: (to_money(row["spent"]), row["calls"] or 0)} if row["calls"] else {}
     zone = budget_zone()
     if budget.period == Budget.Period.DAILY:
         rows = records.annotate(period=TruncDate("occurred_at", tzinfo=zone)).values("period").annotate(**totals)
-        return {row["period"].isoformat(): (_money(row["spent"]), row["calls"]) for row in rows}
+        return {row["period"].isoformat(): (to_money(row["spent"]), row["calls"]) for row in rows}
     rows = records.annotate(period=TruncMonth("occurred_at", tzinfo=zone)).values("period").annotate(**totals)
-    return {row["period"].strftime("%Y-%m"): (_money(row["spent"]), row["calls"]) for row in rows}
+    return {row["period"].strftime("%Y-%m"): (to_money(row["spent"]), row["calls"]) for row in rows}
 
 
 def _held_by_counter(budget_ids) -> dict[int, Decimal]:
     held = ReservationHold.objects.filter(counter__budget_id__in=budget_ids,
                                           reservation__status=Reservation.Status.HELD)
     rows = held.values("counter_id").annotate(total=Sum("amount")).order_by()
-    return {row["counter_id"]: _money(row["total"]) for row in rows}
+    return {row["counter_id"]: to_money(row["total"]) for row in rows}
 
 
 def counters_rebuild(*, budgets: list[Budget], write: bool, report: RebuildReport | None = None) -> RebuildReport:
@@ -124,9 +120,9 @@ def counters_rebuild(*, budgets: list[Budget], write: bool, report: RebuildRepor
             slots = rows.get((budget.id, key), [])
             spent, calls = actual.get(key, (ZERO, 0))
             reserved = sum((held.get(c.id, ZERO) for c in slots), ZERO)
-            before = (_money(sum((c.spent for c in slots), ZERO)), sum(c.calls for c in slots),
-                      _money(sum((c.reserved for c in slots), ZERO)))
-            row_reserved_ok = all(_money(c.reserved) == held.get(c.id, ZERO) for c in slots)
+            before = (to_money(sum((c.spent for c in slots), ZERO)), sum(c.calls for c in slots),
+                      to_money(sum((c.reserved for c in slots), ZERO)))
+            row_reserved_ok = all(to_money(c.reserved) == held.get(c.id, ZERO) for c in slots)
             report.counters_checked += 1
             if before == (spent, calls, reserved) and row_reserved_ok:
                 continue
@@ -167,7 +163,7 @@ def rollups_actual() -> dict[tuple, tuple]:
                       rt_sum=Sum("response_time_ms"), rt_count=Count("response_time_ms")))
     return {
         tuple(row[k] for k in _ROLLUP_KEY): (
-            row["n_calls"], row["n_ok"], row["n_calls"] - row["n_ok"], _money(row["cost"]), _money(row["ok_cost"]),
+            row["n_calls"], row["n_ok"], row["n_calls"] - row["n_ok"], to_money(row["cost"]), to_money(row["ok_cost"]),
             row["prompt"], row["completion"], row["tokens"],
             Decimal(row["rt_sum"] or 0).quantize(_MS_QUANTUM), row["rt_count"])
         for row in rows
@@ -177,8 +173,8 @@ def rollups_actual() -> dict[tuple, tuple]:
 def rollups_stored() -> dict[tuple, tuple]:
     return {
         tuple(row[k] for k in _ROLLUP_KEY): (
-            row["calls"], row["successful_calls"], row["failed_calls"], _money(row["cost_usd"]),
-            _money(row["successful_cost_usd"]), row["prompt_tokens"], row["completion_tokens"], row["total_tokens"],
+            row["calls"], row["successful_calls"], row["failed_calls"], to_money(row["cost_usd"]),
+            to_money(row["successful_cost_usd"]), row["prompt_tokens"], row["completion_tokens"], row["total_tokens"],
             Decimal(row["response_time_ms_sum"] or 0).quantize(_MS_QUANTUM), row["response_time_count"])
         for row in HourlyRollup.objects.values(*_ROLLUP_KEY, *_ROLLUP_VALUES).iterator(chunk_size=5000)
     }
