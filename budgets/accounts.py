@@ -82,6 +82,10 @@ def api_key_authenticate(*, raw_key: str):
         if api_key is None:
             return None
         _default_team_load(api_key.user)
+        if not api_key.user.is_superuser:
+            # Loaded now, cached with the user: every request checks a role permission, which would
+            # otherwise cost two queries each time (superusers, the admins, are allowed without them).
+            api_key.user.get_all_permissions()
         found = (api_key.user, api_key)
         cache.set(_cache_key(key_hash), found, _KEY_CACHE_SECONDS)
     user, api_key = found
@@ -172,6 +176,32 @@ def _evict_keys_of_members_changed(sender, instance, action, pk_set, **kwargs):
         _evict_keys_of_users([instance.pk])
 
 
+def _evict_keys_of_role_changed(sender, instance, action, pk_set, model, **kwargs):
+    """A user's groups or permissions, or a group's permissions, changed (from either side): the
+    cached owners carry their permissions (api_key_authenticate)."""
+    if action not in ("post_add", "post_remove", "pre_clear"):
+        return
+    User = get_user_model()
+    if isinstance(instance, User):
+        _evict_keys_of_users([instance.pk])
+        return
+    if action == "pre_clear":  # what is about to be removed is still there to be found
+        related = sender.objects.filter(**{f"{_side(sender, type(instance))}_id": instance.pk})
+        pk_set = set(related.values_list(f"{_side(sender, model)}_id", flat=True))
+    if model is User:
+        users = User.objects.filter(pk__in=pk_set)
+    elif model is Group:
+        users = User.objects.filter(groups__in=pk_set)
+    else:  # a group's permissions
+        users = User.objects.filter(groups=instance)
+    _evict_keys_of_users(users.values_list("pk", flat=True))
+
+
+def _side(through, model) -> str:
+    """The name of the through model's foreign key to `model` (user, group or permission)."""
+    return next(f.name for f in through._meta.fields if f.is_relation and f.related_model is model)
+
+
 # Connected on import: this module is imported by the admin registrations (at start-up, through
 # admin autodiscovery) and by the API-key authentication, so every process that could change or
 # verify a key has them.
@@ -183,3 +213,6 @@ post_save.connect(_evict_keys_of_member, sender=Membership, dispatch_uid="accoun
 post_delete.connect(_evict_keys_of_member, sender=Membership, dispatch_uid="accounts.evict_keys_of_former_member")
 m2m_changed.connect(_evict_keys_of_members_changed, sender=Membership,
                     dispatch_uid="accounts.evict_keys_of_members_changed")
+for _through in (get_user_model().groups.through, get_user_model().user_permissions.through, Group.permissions.through):
+    m2m_changed.connect(_evict_keys_of_role_changed, sender=_through,
+                        dispatch_uid=f"accounts.evict_keys_of_role_changed.{_through._meta.label}")

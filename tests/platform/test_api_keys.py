@@ -150,3 +150,35 @@ def test_keys_of_a_user_without_a_role_cannot_reach_the_api(db):
     response = client.get("/api/v1/api-keys/")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "PERMISSION_DENIED"
+
+
+TRACK = "/api/v1/costs/track"
+TRACK_BODY = {"operation_type": "llm_call", "cost": 0.002, "tokens": 400, "model": "gpt-4o-mini"}
+
+
+def test_a_researchers_cached_key_costs_no_permission_queries(researcher_client):
+    from django.test.utils import CaptureQueriesContext
+
+    assert researcher_client.post(TRACK, TRACK_BODY, format="json").status_code == 201  # the key is now cached
+    with CaptureQueriesContext(connection) as queries:
+        assert researcher_client.post(TRACK, TRACK_BODY, format="json").status_code == 201
+    read = " ".join(query["sql"] for query in queries.captured_queries)
+    assert not any(table in read for table in ("auth_permission", "auth_user", "budgets_apikey", "budgets_membership"))
+    if connection.vendor == "postgresql":
+        assert len(queries.captured_queries) == 1  # the recording statement, nothing else
+
+
+@pytest.mark.parametrize("change", ["user.groups.clear", "group.user_set.remove", "group.permissions.remove"])
+def test_a_role_change_reaches_a_cached_key_at_once(researcher, researcher_client, change):
+    from django.contrib.auth.models import Group, Permission
+
+    assert researcher_client.post(TRACK, TRACK_BODY, format="json").status_code == 201  # cached with its permissions
+    group = Group.objects.get(name="researcher")
+    if change == "user.groups.clear":
+        researcher.groups.clear()
+    elif change == "group.user_set.remove":
+        group.user_set.remove(researcher)
+    else:
+        group.permissions.remove(Permission.objects.get(codename="track_costs"))
+    answer = researcher_client.post(TRACK, TRACK_BODY, format="json")
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "PERMISSION_DENIED"
