@@ -160,16 +160,16 @@ def thresholds_recheck_needed(change: CounterChange) -> bool:
     """Whether this recording must re-read its period's committed total after commit, because a
     threshold may have been crossed without this or any other recording seeing it. Pure arithmetic.
 
-    Why a total can be stale: a recording inside a larger transaction (idempotency key, settlement)
-    reads its period's total (the sum of the slot rows) BEFORE it commits, so recordings on other
-    slots that commit between that read and this commit are missing from `spent_after`. If this
-    commit is the one that takes the committed total over threshold T, nobody may have seen T crossed:
-    the others read before this commit, and this one saw T minus what they committed meanwhile.
+    Why a total can be stale: a recording reads its period's total (the sum of the slot rows) in the
+    statement that writes its own slot, BEFORE it commits (CounterWrite.done, budgets.services.
+    recording_done), so recordings on other slots that commit between that read and this commit are
+    missing from `spent_after`. If this commit is the one that takes the committed total over
+    threshold T, nobody may have seen T crossed: the others read before this commit, and this one saw
+    T minus what they committed meanwhile.
 
-    When it cannot be stale, no re-read: outside a transaction the total was read after the write's
-    own commit (CounterWrite.done), so of two concurrent recordings the later to commit sees both;
-    with one slot every writer of a period queues on that row's lock, so the read sees every earlier
-    commit; SQLite serialises writers. Past the last threshold there is nothing left to miss.
+    When it cannot be stale, no re-read: with one slot every writer of a period queues on that row's
+    lock, so the read sees every earlier commit; SQLite serialises writers. Past the last threshold
+    there is nothing left to miss.
 
     Otherwise, re-read when the seen total is within a margin M of the next threshold above it.
     A threshold is missed only if, between this recording's counter write and its commit (a few
@@ -185,7 +185,7 @@ def thresholds_recheck_needed(change: CounterChange) -> bool:
     budget = change.budget
     if budget.limit_usd <= 0 or change.spent_after <= change.spent_before:
         return False
-    if not connection.in_atomic_block or connection.vendor != "postgresql" or settings.SPEND_COUNTER_SLOTS <= 1:
+    if connection.vendor != "postgresql" or settings.SPEND_COUNTER_SLOTS <= 1:
         return False
     above = [budget.limit_usd * Decimal(getattr(budget, attribute)) / 100 for _, attribute in THRESHOLD_LEVELS]
     above = [threshold for threshold in above if threshold > change.spent_after]

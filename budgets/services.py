@@ -29,7 +29,7 @@ from costmonitor.errors import BudgetExceeded, InvalidParameters
 from costmonitor.money import MAX_RESERVATION, ZERO, to_money
 
 from .models import AuditLog, Budget, Reservation, ReservationHold, SpendCounter
-from .periods import budget_counts_from, budget_period_key, local_date, period_key_of_day
+from .periods import FIXED, budget_counts_from, budget_period_key, local_date, period_key_of_day
 
 # Sent with the list of CounterChange a recording made: inside its transaction when there is one
 # (settlements, idempotency keys), right after its single statement committed otherwise. Receivers
@@ -232,7 +232,6 @@ class CounterWrite:
 
     deltas: dict[CounterKey, _Delta]
     budgets: dict[int, Budget]
-    holds_reduced: list = field(default_factory=list)
 
     @property
     def periods(self) -> set[tuple[int, str]]:
@@ -273,51 +272,64 @@ class CounterWrite:
             total.counter_ids[slot] = counter_id
         return totals
 
-    def totals_now(self) -> dict[tuple[int, str], tuple[Decimal, Decimal]]:
-        """Each period's (spent, reserved) summed over its slots as committed now (plus this transaction's)."""
-        sql, params = counters_snapshot_sql(self.periods)
-        sql = sql.replace("SELECT id, budget_id, period_key, slot, spent, reserved",
-                          "SELECT budget_id, period_key, SUM(spent), SUM(reserved)") + " GROUP BY budget_id, period_key"
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return {(b, k): (Decimal(str(s)), Decimal(str(r))) for b, k, s, r in cursor.fetchall()}
-
     def done(self, rows) -> list[CounterChange]:
         """Given the statement's rows, announce the changes (spend_recorded) with each period's TOTAL
-        spend before and after, and return them.
+        spend before and after this write, and return them.
 
-        `spent_before` is the statement's view: the other slots as of its snapshot plus this slot's
-        value under its lock — never more than the total just before this write committed.
-        `spent_after` is read afresh once the write is done (after its commit when it ran on its own):
-        at least the total just after it. So whichever write took the total across a threshold sees
-        the threshold inside (spent_before, spent_after], even when writes on other slots committed
-        meanwhile (they may see it too: alerts are deduplicated). Inside a larger transaction the read
-        precedes the commit and can miss other slots' concurrent increments: the alerts receiver
-        re-reads after commit near a threshold (alerts.services.thresholds_recheck_needed). Holds
-        moving alone read nothing more.
+        The totals are the statement's view: the other slots as of its snapshot plus this slot's
+        value under its lock. Writes on other slots that commit before this one are missing from it,
+        so near a threshold the alerts receiver re-reads the committed total after commit
+        (alerts.services.thresholds_recheck_needed). Holds moving alone read nothing more.
         """
         totals = self.totals(rows)
         added: dict[tuple[int, str], Decimal] = defaultdict(lambda: ZERO)
         for (budget_id, key, _slot), delta in self.deltas.items():
             added[(budget_id, key)] += delta.spent
-        now = self.totals_now() if any(added.values()) else {}
-        changes = []
-        for (budget_id, key) in sorted(self.periods):
-            total = totals[(budget_id, key)]
-            spent_after, reserved = now.get((budget_id, key), (total.spent, total.reserved))
-            changes.append(CounterChange(self.budgets[budget_id], key, total.spent - added[(budget_id, key)],
-                                         max(spent_after, total.spent), reserved))
+        changes = [CounterChange(self.budgets[budget_id], key, totals[(budget_id, key)].spent - added[(budget_id, key)],
+                                 totals[(budget_id, key)].spent, totals[(budget_id, key)].reserved)
+                   for (budget_id, key) in sorted(self.periods)]
         spend_recorded.send(sender=SpendCounter, changes=changes)
         return changes
 
 
-def counters_prepare(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,
-                     take: dict | None = None, budgets_by_target=None) -> CounterWrite | None:
-    """The counter deltas of these costs for every applicable budget (on this connection's slot), minus
-    the holds being settled (on the slot rows they were placed on), minus what partial records take
-    out of holds that stay held (`take`: {operation_id: (reservation, cost)}; each hold gives
-    min(cost, what it still holds), and its amount is reduced — save with reservation_holds_save)."""
-    taken_holds: list[ReservationHold] = []
+@dataclass
+class HoldChanges:
+    """What settling reservations (or taking partial costs out of them) does to the counter rows
+    their holds sit on: reserved deltas by (budget, period, slot), and the holds whose amount shrank."""
+
+    deltas: dict[CounterKey, Decimal] = field(default_factory=dict)
+    budgets: dict[int, Budget] = field(default_factory=dict)
+    holds_reduced: list = field(default_factory=list)
+
+
+def holds_prepare(*, settle: list[Reservation] | None = None, take: dict | None = None) -> HoldChanges:
+    """The holds being settled come off the slot rows they were placed on; what partial records take
+    out of holds that stay held (`take`: {operation_id: (reservation, cost)}) comes off too: each
+    hold gives min(cost, what it still holds), and its amount is reduced (reservation_holds_save)."""
+    changes = HoldChanges()
+
+    def move(counter, amount):
+        changes.budgets.setdefault(counter.budget_id, counter.budget)
+        key = (counter.budget_id, counter.period_key, counter.slot)
+        changes.deltas[key] = changes.deltas.get(key, ZERO) - amount
+
+    for reservation in settle or []:
+        for hold in reservation.holds.select_related("counter__budget"):
+            move(hold.counter, hold.amount)
+    for reservation, cost in (take or {}).values():
+        for hold in reservation.holds.select_related("counter__budget"):
+            taken = min(cost, hold.amount)
+            move(hold.counter, taken)
+            hold.amount -= taken
+            changes.holds_reduced.append(hold)
+    return changes
+
+
+def counters_prepare(*, entries: list[SpendLedgerEntry], holds: HoldChanges | None = None,
+                     budgets_by_target=None) -> CounterWrite | None:
+    """The counter deltas of these costs for every applicable budget (on this connection's slot), plus
+    the holds' changes. The Python formulation, for databases other than PostgreSQL (where the
+    recording statement finds the budgets itself: recording_counters_sql)."""
     if budgets_by_target is None:
         cache: dict[SpendTarget, list[Budget]] = {}
 
@@ -327,41 +339,134 @@ def counters_prepare(*, entries: list[SpendLedgerEntry], settle: list[Reservatio
             return cache[target]
 
     deltas, budgets = _spend_deltas(entries, budgets_by_target, counter_slot() if entries else 0)
-    for reservation in settle or []:
-        for hold in reservation.holds.select_related("counter__budget"):
-            counter = hold.counter
-            budgets.setdefault(counter.budget_id, counter.budget)
-            deltas[(counter.budget_id, counter.period_key, counter.slot)].reserved -= hold.amount
-    for reservation, cost in (take or {}).values():
-        for hold in reservation.holds.select_related("counter__budget"):
-            counter = hold.counter
-            taken = min(cost, hold.amount)
-            budgets.setdefault(counter.budget_id, counter.budget)
-            deltas[(counter.budget_id, counter.period_key, counter.slot)].reserved -= taken
-            hold.amount -= taken
-            taken_holds.append(hold)
+    holds = holds or HoldChanges()
+    for key, reserved in holds.deltas.items():
+        deltas[key].reserved += reserved
+    for budget_id, budget in holds.budgets.items():
+        budgets.setdefault(budget_id, budget)
     if not deltas:
         return None
-    write = CounterWrite(deltas, budgets)
-    write.holds_reduced = taken_holds
-    return write
+    return CounterWrite(deltas, budgets)
 
 
-def reservation_holds_save(write: CounterWrite | None) -> None:
+def reservation_holds_save(holds: HoldChanges) -> None:
     """Store what partial records took out of holds (inside the transaction that moved the counters)."""
-    if write is not None and write.holds_reduced:
-        ReservationHold.objects.bulk_update(write.holds_reduced, ["amount"])
+    if holds.holds_reduced:
+        ReservationHold.objects.bulk_update(holds.holds_reduced, ["amount"])
 
 
 def counters_record_spend(*, entries: list[SpendLedgerEntry], settle: list[Reservation] | None = None,
                           budgets_by_target=None) -> list[CounterChange]:
     """Add recorded costs to every applicable budget's counter, releasing settled holds in the same
     statement. Must run inside the transaction that stores the usage rows."""
-    write = counters_prepare(entries=entries, settle=settle, budgets_by_target=budgets_by_target)
+    write = counters_prepare(entries=entries, holds=holds_prepare(settle=settle), budgets_by_target=budgets_by_target)
     if write is None:
         spend_recorded.send(sender=SpendCounter, changes=[])
         return []
     return write.done(write.execute())
+
+
+# --- Recording on PostgreSQL: the recording statement finds its budgets itself ------------------
+
+# What a recording statement's records CTE must return for recording_counters_sql: the inserted
+# row's columns, plus `day` (its local date in BUDGET_TIMEZONE) and `calls` (its number of calls).
+RECORDING_COLUMNS = ("id", "team_id", "user_id", "research_category", "model_name", "cost_usd",
+                     "(occurred_at AT TIME ZONE %(zone)s)::date AS day",
+                     "CASE WHEN batch_size > 0 THEN batch_size ELSE 1 END AS calls")
+
+
+def _recording_sql(records: str) -> tuple[str, str]:
+    """The recording statement's counter CTEs and its final SELECT (see recording_counters_sql).
+
+    Which budgets a record counts toward and in which period is decided here, in SQL, as
+    budgets_applicable, budget_counts_from and period_key_of_day decide it in Python (for the other
+    databases, and for checks and holds); tests/ledger/test_recording_sql.py holds both to the same answers.
+    """
+    budget, counter = Budget._meta.db_table, SpendCounter._meta.db_table
+    scope, period = Budget.Scope, Budget.Period
+    ctes = f"""delta AS (
+  SELECT b.id AS budget_id, CASE b.period WHEN '{period.DAILY}' THEN to_char(r.day, 'YYYY-MM-DD')
+    WHEN '{period.MONTHLY}' THEN to_char(r.day, 'YYYY-MM') ELSE '{FIXED}' END AS period_key,
+    %(slot)s::smallint AS slot, r.cost_usd AS spent, 0::numeric AS reserved, r.calls
+  FROM {records} r JOIN {budget} b ON b.is_active AND (b.scope = '{scope.ORGANIZATION}'
+    OR (b.scope = '{scope.TEAM}' AND b.team_id = r.team_id) OR (b.scope = '{scope.USER}' AND b.user_id = r.user_id)
+    OR (b.scope = '{scope.CATEGORY}' AND b.research_category = NULLIF(r.research_category, ''))
+    OR (b.scope = '{scope.MODEL}' AND b.model_name = NULLIF(r.model_name, '')))
+  WHERE CASE b.period WHEN '{period.DAILY}' THEN (b.created_at AT TIME ZONE %(zone)s)::date <= r.day
+    WHEN '{period.MONTHLY}' THEN date_trunc('month', b.created_at AT TIME ZONE %(zone)s)::date <= r.day
+    ELSE b.starts_on <= r.day AND r.day <= b.ends_on END
+  UNION ALL SELECT h.b, h.p, h.s, 0, h.a, 0 FROM unnest(%(hold_budgets)s::bigint[], %(hold_periods)s::varchar[],
+    %(hold_slots)s::smallint[], %(hold_amounts)s::numeric[]) AS h(b, p, s, a)),
+cnt AS (
+  INSERT INTO {counter} AS c (budget_id, period_key, slot, spent, reserved, calls, updated_at)
+  SELECT budget_id, period_key, slot, SUM(spent), SUM(reserved), SUM(calls), statement_timestamp() FROM delta
+  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+  ON CONFLICT (budget_id, period_key, slot) DO UPDATE SET spent = c.spent + EXCLUDED.spent,
+    reserved = c.reserved + EXCLUDED.reserved, calls = c.calls + EXCLUDED.calls, updated_at = EXCLUDED.updated_at
+  RETURNING budget_id, period_key, slot, spent, reserved),
+tot AS (
+  SELECT budget_id, period_key, SUM(COALESCE(w.spent, s.spent)) AS spent, SUM(COALESCE(w.reserved, s.reserved)) AS reserved
+  FROM (SELECT budget_id, period_key, slot, spent, reserved FROM {counter}
+    WHERE (budget_id, period_key) IN (SELECT budget_id, period_key FROM delta)) s
+  FULL JOIN cnt w USING (budget_id, period_key, slot) GROUP BY 1, 2)"""
+    columns = ", ".join(f"b.{f.column}" for f in _recording_budget_fields())
+    pad = ", ".join(["NULL"] * (4 + len(_recording_budget_fields())))
+    select = (f"SELECT 1, NULL::bigint, t.period_key, t.spent, t.reserved, (SELECT SUM(spent) FROM delta d "
+              f"WHERE d.budget_id = t.budget_id AND d.period_key = t.period_key), {columns} "
+              f"FROM tot t JOIN {budget} b ON b.id = t.budget_id UNION ALL SELECT 0, id, {pad} FROM {records}")
+    return " ".join(ctes.split()), select
+
+
+_RECORDING_SQL: dict[str, tuple[str, str]] = {}
+
+
+def recording_counters_sql(*, records: str, holds: HoldChanges | None = None) -> tuple[str, str, dict]:
+    """For a PostgreSQL recording statement `WITH {records} AS (INSERT … RETURNING id, RECORDING_COLUMNS…), …`:
+    the CTEs that add each inserted record to the counter (this connection's slot) of every budget
+    and period it counts toward, move the holds' changes, and total each period touched; the final
+    SELECT; and their (named) parameters. Read its rows with recording_done.
+
+    Deciding the budgets inside the statement that inserts the records means they are read under
+    the lock a budget being created or re-targeted takes on the records (_counters_seed): a record
+    is either counted by the seeding or sees the budget, never neither. The statement's text is
+    constant, so it is prepared once per connection (costmonitor.db.prepared_cursor).
+    """
+    if records not in _RECORDING_SQL:
+        _RECORDING_SQL[records] = _recording_sql(records)
+    ctes, select = _RECORDING_SQL[records]
+    holds = holds or HoldChanges()
+    keys = sorted(holds.deltas)
+    params = {"zone": settings.BUDGET_TIMEZONE, "slot": counter_slot(),
+              "hold_budgets": [k[0] for k in keys], "hold_periods": [k[1] for k in keys],
+              "hold_slots": [k[2] for k in keys], "hold_amounts": [holds.deltas[k] for k in keys]}
+    return ctes, select, params
+
+
+def _recording_budget_fields():
+    """The budget columns a recording statement returns: all but the timestamps, which no receiver of
+    spend_recorded reads (they stay deferred, loaded if ever touched) and which cost the most to load."""
+    return [f for f in Budget._meta.concrete_fields if f.name not in ("created_at", "updated_at")]
+
+
+_RECORDING_BUDGET_ATTNAMES = {f.attname for f in _recording_budget_fields()}
+
+
+def recording_done(rows) -> list[int]:
+    """The rows of a recording statement: announce each period's change (spend_recorded) with its
+    total spend before and after, as the statement saw it (see CounterWrite.done), and return the
+    inserted records' ids in ascending order."""
+    ids, changes = [], []
+    for row in rows:
+        if row[0] == 0:
+            ids.append(row[1])
+            continue
+        _tag, _id, key, spent, reserved, added, *budget_values = row
+        budget = Budget.from_db(connection.alias, _RECORDING_BUDGET_ATTNAMES, budget_values)
+        changes.append(CounterChange(budget, key, spent - (added or ZERO), spent, reserved))
+    changes.sort(key=lambda change: (change.budget.pk, change.period_key))
+    spend_recorded.send(sender=SpendCounter, changes=changes)
+    ids.sort()
+    return ids
 
 
 # --- Reading state ----------------------------------------------------------------------------

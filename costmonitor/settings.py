@@ -88,7 +88,16 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Off by default: a check is a round trip at the start of every request that touches the database.
+# Without it, a connection broken by a database restart fails one request (503 DATABASE_ERROR, which
+# the SDK retries) and is then replaced.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
+# The recording and checking statements are prepared once per connection (costmonitor.db); turn off
+# behind a transaction-mode pooler that does not keep prepared statements (PgBouncer < 1.21).
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_PREPARED_STATEMENTS:
+    # Django's own cursors bind on the client and never prepare; only costmonitor.db's do.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the web server and the worker share the embedded database.
     DATABASES["default"].setdefault("OPTIONS", {}).update(

@@ -14,9 +14,11 @@ class UsageRecord(models.Model):
         CALL = "call", "Single call"
         BATCH = "batch", "Batch operation"
 
-    # Who and where
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records")
-    team = models.ForeignKey("budgets.Team", on_delete=models.PROTECT, related_name="usage_records")
+    # Who and where (no single-column indexes: the (team, -occurred_at) and (user, -occurred_at) ones
+    # serve those lookups, and every index is one more write per recorded call)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records",
+                             db_index=False)
+    team = models.ForeignKey("budgets.Team", on_delete=models.PROTECT, related_name="usage_records", db_index=False)
     api_key = models.ForeignKey("budgets.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="usage_records")
     # What
@@ -70,10 +72,15 @@ class UsageRecord(models.Model):
 
 
 class HourlyRollup(models.Model):
-    """Per-hour totals by team, user, model, category and operation type; analytics read these."""
+    """Per-hour totals by team, user, model, category and operation type; analytics read these (summed).
+
+    Like the spend counters, each group's totals are spread over up to SPEND_COUNTER_SLOTS rows
+    (`slot`): a recording adds to its connection's slot, so concurrent recordings of the same team,
+    user, model and category do not queue on one row lock (held until each commit is on disk).
+    """
 
     hour = models.DateTimeField()  # UTC, truncated to the hour
-    team = models.ForeignKey("budgets.Team", on_delete=models.CASCADE, related_name="+")
+    team = models.ForeignKey("budgets.Team", on_delete=models.CASCADE, related_name="+", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     model_name = models.CharField(max_length=100, blank=True, default="")
     research_category = models.CharField(max_length=100, blank=True, default="")
@@ -88,12 +95,13 @@ class HourlyRollup(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     response_time_ms_sum = models.DecimalField(max_digits=20, decimal_places=3, default=0)
     response_time_count = models.BigIntegerField(default=0)
+    slot = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["hour", "team", "user", "model_name", "research_category", "operation_type"],
-                name="unique_hourly_rollup"),
+                fields=["hour", "team", "user", "model_name", "research_category", "operation_type", "slot"],
+                name="unique_hourly_rollup_slot"),
         ]
         indexes = [models.Index(fields=["hour"]), models.Index(fields=["team", "hour"])]
 

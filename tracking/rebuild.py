@@ -171,12 +171,16 @@ def rollups_actual() -> dict[tuple, tuple]:
 
 
 def rollups_stored() -> dict[tuple, tuple]:
+    """Every hourly rollup group as stored: its slot rows summed."""
+    rows = (HourlyRollup.objects.order_by().values(*_ROLLUP_KEY)
+            .annotate(**{f"total_{name}": Sum(name) for name in _ROLLUP_VALUES}))
     return {
         tuple(row[k] for k in _ROLLUP_KEY): (
-            row["calls"], row["successful_calls"], row["failed_calls"], to_money(row["cost_usd"]),
-            to_money(row["successful_cost_usd"]), row["prompt_tokens"], row["completion_tokens"], row["total_tokens"],
-            Decimal(row["response_time_ms_sum"] or 0).quantize(_MS_QUANTUM), row["response_time_count"])
-        for row in HourlyRollup.objects.values(*_ROLLUP_KEY, *_ROLLUP_VALUES).iterator(chunk_size=5000)
+            row["total_calls"], row["total_successful_calls"], row["total_failed_calls"], to_money(row["total_cost_usd"]),
+            to_money(row["total_successful_cost_usd"]), row["total_prompt_tokens"], row["total_completion_tokens"],
+            row["total_total_tokens"], Decimal(row["total_response_time_ms_sum"] or 0).quantize(_MS_QUANTUM),
+            row["total_response_time_count"])
+        for row in rows.iterator(chunk_size=5000)
     }
 
 
@@ -193,6 +197,7 @@ def rollups_rebuild(*, write: bool, report: RebuildReport | None = None) -> Rebu
     report.rollups_drifted = sum(1 for key in actual.keys() | stored.keys() if actual.get(key) != stored.get(key))
     report.rollup_totals_actual, report.rollup_totals_stored = _totals(actual), _totals(stored)
     if write and report.rollups_drifted:
+        # Rewritten on slot 0, one row per group.
         HourlyRollup.objects.all().delete()
         HourlyRollup.objects.bulk_create(
             (HourlyRollup(**dict(zip(_ROLLUP_KEY, key, strict=True)), **dict(zip(_ROLLUP_VALUES, values, strict=True)))

@@ -17,13 +17,19 @@ from django.utils import timezone
 from budgets import accounts
 from budgets.models import Reservation
 from budgets.services import (
+    RECORDING_COLUMNS,
+    HoldChanges,
     SpendLedgerEntry,
     SpendTarget,
     counters_prepare,
+    holds_prepare,
+    recording_counters_sql,
+    recording_done,
     reservation_holds_save,
     reservations_lock_for_settlement,
     reservations_mark,
 )
+from costmonitor.db import prepared_cursor
 from costmonitor.errors import IdempotencyConflict, InvalidParameters
 from costmonitor.money import ZERO
 
@@ -80,14 +86,12 @@ def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_pre
     operation_ids = [r.operation_id for r in records if r.operation_id]
     if len(set(operation_ids)) != len(operation_ids):
         raise InvalidParameters("An operation_id may be settled only once.", field="operation_id")
-    partial_ids = {str(e.operation_id) for e in events if e.operation_id and e.partial}
-    entries = [SpendLedgerEntry(SpendTarget(r.team_id, user.pk, r.research_category, r.model_name),
-                                r.cost_usd, r.occurred_at, r.batch_size or 1) for r in records]
     if connection.vendor == "postgresql" and not operation_ids:
         # The common case: one statement, committed on its own — no transaction held open across
         # round trips while other writers queue on the same counter rows.
-        _write_in_one_statement(records, counters_prepare(entries=entries))
+        _write_in_one_statement(records)
         return records
+    partial_ids = {str(e.operation_id) for e in events if e.operation_id and e.partial}
     with transaction.atomic():
         held = reservations_lock_for_settlement(operation_ids=operation_ids, user=user)
         # A partial record takes its cost out of the hold, which stays held; any other settles it.
@@ -95,15 +99,12 @@ def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_pre
         take = {str(r.operation_id): (r, costs[str(r.operation_id)]) for r in held
                 if str(r.operation_id) in partial_ids}
         settled = [r for r in held if str(r.operation_id) not in partial_ids]
-        write = counters_prepare(entries=entries, settle=settled, take=take)
+        holds = holds_prepare(settle=settled, take=take)
         if connection.vendor == "postgresql":
-            _write_in_one_statement(records, write)
+            _write_in_one_statement(records, holds)
         else:
-            UsageRecord.objects.bulk_create(records, batch_size=500)
-            if write is not None:
-                write.done(write.execute())
-            rollups_add(records=records)
-        reservation_holds_save(write)
+            _write_in_python(records, holds)
+        reservation_holds_save(holds)
         reservations_mark(reservations=settled, status=Reservation.Status.SETTLED)
     return records
 
@@ -112,15 +113,31 @@ def usage_record(*, user, api_key=None, event: UsageEvent) -> UsageRecord:
     return usage_record_many(user=user, api_key=api_key, events=[event])[0]
 
 
+def _write_in_python(records: list[UsageRecord], holds: HoldChanges) -> None:
+    """Databases other than PostgreSQL (the embedded SQLite): rows, counters and rollups statement by
+    statement, inside the caller's transaction."""
+    entries = [SpendLedgerEntry(SpendTarget(r.team_id, r.user_id, r.research_category, r.model_name),
+                                r.cost_usd, r.occurred_at, r.batch_size or 1) for r in records]
+    UsageRecord.objects.bulk_create(records, batch_size=500)
+    write = counters_prepare(entries=entries, holds=holds)
+    if write is not None:
+        write.done(write.execute())
+    rollups_add(records=records)
+
+
+# --- PostgreSQL: one statement ----------------------------------------------------------------
+
 _RECORD_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 
 
 def _record_columns() -> list[tuple]:
-    """(field, quoted column, SQL array element type, is JSON) of every stored column, worked out once."""
+    """(field, column, SQL array element type, is JSON) of every stored column, worked out once (the
+    columns are plain lower-case names: unquoted, the statement stays short enough for psycopg to
+    cache its parsing)."""
     global _RECORD_COLUMNS
     if _RECORD_COLUMNS is None:
         _RECORD_COLUMNS = [
-            (f, connection.ops.quote_name(f.column),
+            (f, f.column,
              "text" if f.get_internal_type() == "JSONField" else f.db_type(connection),
              f.get_internal_type() == "JSONField")
             for f in _RECORD_FIELDS]
@@ -128,81 +145,86 @@ def _record_columns() -> list[tuple]:
 
 
 _RECORD_COLUMNS: list[tuple] | None = None
+# What the rollups need besides RECORDING_COLUMNS (which include each row's number of calls).
+_RECORDS_RETURNING = (*RECORDING_COLUMNS, "operation_type", "success", "prompt_tokens", "completion_tokens",
+                      "total_tokens", "response_time_ms", "date_trunc('hour', occurred_at, 'UTC') AS hour",
+                      "CASE WHEN batch_size > 0 THEN COALESCE(success_count, 0) WHEN success THEN 1 ELSE 0 END AS ok")
 
 
-def _record_insert_one_sql(record: UsageRecord, now) -> tuple[str, list]:
-    """One record: a plain VALUES row. Adapting 29 one-element arrays costs more CPU than the whole
-    rest of the statement, and single-event tracking is the hottest path there is."""
-    record.recorded_at = now
-    columns, placeholders, values = [], [], []
-    for f, column, _db_type, is_json in _record_columns():
-        value = getattr(record, f.attname)
-        columns.append(column)
-        placeholders.append("%s::jsonb" if is_json else "%s")
-        values.append(json.dumps(value) if is_json else value)
-    sql = (f"INSERT INTO {UsageRecord._meta.db_table} ({', '.join(columns)}) "
-           f"VALUES ({', '.join(placeholders)}) RETURNING id")
-    return sql, values
+def _records_insert_sql(bulk: bool) -> str:
+    """One record: a plain VALUES row (adapting 29 one-element arrays costs more CPU than the whole
+    rest of the statement). Many: INSERT … SELECT FROM unnest(one array per column), a statement of
+    the same text whatever the number of rows."""
+    columns = _record_columns()
+    names = ", ".join(column for _f, column, _t, _j in columns)
+    if bulk:
+        arrays = ", ".join(f"%(c{i})s::{db_type}[]" for i, (_f, _c, db_type, _j) in enumerate(columns))
+        selected = ", ".join(f"c{i}::jsonb" if is_json else f"c{i}" for i, (_f, _c, _t, is_json) in enumerate(columns))
+        aliases = ", ".join(f"c{i}" for i in range(len(columns)))
+        source = f"SELECT {selected} FROM unnest({arrays}) AS t({aliases})"
+    else:
+        source = "VALUES (" + ", ".join(f"%(c{i})s::jsonb" if is_json else f"%(c{i})s"
+                                        for i, (_f, _c, _t, is_json) in enumerate(columns)) + ")"
+    return (f"INSERT INTO {UsageRecord._meta.db_table} ({names}) {source} "
+            f"RETURNING {', '.join(_RECORDS_RETURNING)}")
 
 
-def _records_insert_sql(records: list[UsageRecord]) -> tuple[str, list]:
-    """INSERT … SELECT FROM unnest(one array per column): a short statement whatever the number of
-    rows (a VALUES list of 1,000 rows × 29 columns costs more to build and parse than to store)."""
+def _records_insert_params(records: list[UsageRecord], bulk: bool) -> dict:
     now = timezone.now()
-    if len(records) == 1:
-        return _record_insert_one_sql(records[0], now)
-    columns, selected, arrays = [], [], []
-    for index, (f, column, db_type, is_json) in enumerate(_record_columns()):
-        if f.name == "recorded_at":
-            values = [now] * len(records)
-            for record in records:
-                record.recorded_at = now
-        elif is_json:
+    params = {}
+    for record in records:
+        record.recorded_at = now
+    for index, (f, _column, _db_type, is_json) in enumerate(_record_columns()):
+        if is_json:
             values = [json.dumps(getattr(record, f.attname)) for record in records]
         else:
             values = [getattr(record, f.attname) for record in records]
-        columns.append(column)
-        selected.append(f"c{index}::jsonb" if is_json else f"c{index}")
-        arrays.append((values, db_type))
-    names = ", ".join(f"c{i}" for i in range(len(arrays)))
-    sql = (f"INSERT INTO {UsageRecord._meta.db_table} ({', '.join(columns)}) "
-           f"SELECT {', '.join(selected)} FROM unnest({', '.join(f'%s::{t}[]' for _, t in arrays)}) AS t({names}) "
-           f"RETURNING id")
-    return sql, [values for values, _ in arrays]
+        params[f"c{index}"] = values if bulk else values[0]
+    return params
 
 
-def _write_in_one_statement(records: list[UsageRecord], write) -> None:
-    """PostgreSQL: insert the records, upsert the counters and the hourly rollups in ONE statement
-    (data-modifying CTEs). It is atomic by itself; inside a transaction it is part of it."""
-    parts, params = [], []
-    sql, values = _records_insert_sql(records)
-    parts.append(f"rec AS ({sql})")
-    params += values
-    select = "SELECT 0, id, NULL::bigint, NULL::varchar, NULL::smallint, NULL::numeric, NULL::numeric FROM rec"
-    if write is not None:
-        counter_parts, counter_params, counter_select = write.ctes()
-        parts += counter_parts
-        params += counter_params
-        select += f" UNION ALL {counter_select}"
-    rollups = _rollups_upsert_sql(records)
-    if rollups is not None:
-        parts.append(f"rol AS ({rollups[0]})")
-        params += rollups[1]
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} {select}", params)
+def _rollups_from_records_sql(records: str) -> str:
+    """Add the rows of CTE `records` (with _RECORDS_RETURNING) to their hourly rollups on this
+    connection's slot (the counters' %(slot)s), grouped and sorted: one statement never updates a row
+    twice, and concurrent writers lock rows in the same order."""
+    keys = "hour, team_id, user_id, model_name, research_category, operation_type"
+    sums = {"calls": "calls", "successful_calls": "ok", "failed_calls": "calls - ok", "cost_usd": "cost_usd",
+            "successful_cost_usd": "CASE WHEN success THEN cost_usd ELSE 0 END", "prompt_tokens": "prompt_tokens",
+            "completion_tokens": "completion_tokens", "total_tokens": "total_tokens",
+            "response_time_ms_sum": "response_time_ms", "response_time_count": "(response_time_ms IS NOT NULL)::int"}
+    return (f"INSERT INTO {HourlyRollup._meta.db_table} AS h ({keys}, slot, {', '.join(sums)}) "
+            f"SELECT {keys}, %(slot)s, {', '.join(f'COALESCE(SUM({value}), 0)' for value in sums.values())} "
+            f"FROM {records} GROUP BY {keys} ORDER BY {keys} ON CONFLICT ({keys}, slot) DO UPDATE SET "
+            + ", ".join(f"{column} = h.{column} + EXCLUDED.{column}" for column in sums))
+
+
+_STATEMENTS: dict[bool, str] = {}
+
+
+def _write_in_one_statement(records: list[UsageRecord], holds: HoldChanges | None = None) -> None:
+    """PostgreSQL: insert the records, add them to every applicable budget's counter and to the hourly
+    rollups, and move the holds' changes — in ONE prepared statement (data-modifying CTEs). It is
+    atomic by itself; inside a transaction it is part of it."""
+    bulk = len(records) > 1
+    counter_ctes, select, params = recording_counters_sql(records="rec", holds=holds)
+    if bulk not in _STATEMENTS:
+        _STATEMENTS[bulk] = (f"WITH rec AS ({_records_insert_sql(bulk)}), {counter_ctes}, "
+                             f"rol AS ({_rollups_from_records_sql('rec')}) {select}")
+    params.update(_records_insert_params(records, bulk))
+    with prepared_cursor() as cursor:
+        cursor.execute(_STATEMENTS[bulk], params)
         rows = cursor.fetchall()
-    # Ids come from one sequence in row order, so sorted ids match the records' order.
-    for record, pk in zip(records, sorted(r[1] for r in rows if r[0] == 0), strict=True):
+    # Ids come from one sequence in row order, so ascending ids match the records' order.
+    for record, pk in zip(records, recording_done(rows), strict=True):
         record.pk = pk
         record._state.adding = False
-    if write is not None:
-        write.done([r for r in rows if r[0] != 0])
 
 
 # --- Rollups ----------------------------------------------------------------------------------
 
 def _rollups_upsert_sql(records: list[UsageRecord]) -> tuple[str, list] | None:
-    """Add records to their hourly rollups in one upsert (rows sorted, so concurrent writers don't deadlock)."""
+    """Add records to their hourly rollups (slot 0) in one upsert: the databases other than PostgreSQL,
+    which serialise writers (PostgreSQL: _rollups_from_records_sql)."""
     totals: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, ZERO, ZERO, 0, 0, 0, ZERO, 0])
     for r in records:
         hour = r.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -227,12 +249,12 @@ def _rollups_upsert_sql(records: list[UsageRecord]) -> tuple[str, list] | None:
                "completion_tokens", "total_tokens", "response_time_ms_sum", "response_time_count")
     rows, params = [], []
     for key in sorted(totals, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5])):
-        rows.append("(" + ", ".join(["%s"] * 16) + ")")
+        rows.append("(" + ", ".join(["%s"] * 6 + ["0"] + ["%s"] * 10) + ")")
         params += [*key, *totals[key]]
     updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
-    sql = (f"INSERT INTO {table} (hour, team_id, user_id, model_name, research_category, operation_type, "
+    sql = (f"INSERT INTO {table} (hour, team_id, user_id, model_name, research_category, operation_type, slot, "
            f"{', '.join(columns)}) VALUES {', '.join(rows)} "
-           f"ON CONFLICT (hour, team_id, user_id, model_name, research_category, operation_type) "
+           f"ON CONFLICT (hour, team_id, user_id, model_name, research_category, operation_type, slot) "
            f"DO UPDATE SET {updates}")
     return sql, params
 

@@ -17,7 +17,7 @@ django.setup()
 from django.conf import settings
 print(json.dumps({
     "database": {k: settings.DATABASES["default"].get(k) for k in ("ENGINE", "NAME", "CONN_MAX_AGE",
-                                                                  "CONN_HEALTH_CHECKS")},
+                                                                  "CONN_HEALTH_CHECKS", "OPTIONS")},
     "cache": settings.CACHES["default"],
     "q_cluster": {k: settings.Q_CLUSTER.get(k) for k in ("orm", "redis", "retry", "timeout")},
     "rate_limits": settings.RATE_LIMITS,
@@ -82,18 +82,23 @@ def test_default_database_is_a_sqlite_file_with_persistent_checked_connections()
     assert database["ENGINE"] == "django.db.backends.sqlite3"
     assert database["NAME"].endswith("db.sqlite3")
     assert database["CONN_MAX_AGE"] and database["CONN_MAX_AGE"] > 0
-    assert database["CONN_HEALTH_CHECKS"] is True
+    assert database["CONN_HEALTH_CHECKS"] is False  # a round trip per request; CONN_HEALTH_CHECKS=true turns it on
     assert found["q_cluster"]["orm"] == "default" and found["q_cluster"]["redis"] is None
     assert found["q_cluster"]["retry"] > found["q_cluster"]["timeout"]
     assert found["budget_timezone"] == "UTC"
 
 
-def test_database_url_selects_postgresql_with_persistent_checked_connections():
+def test_database_url_selects_postgresql_with_persistent_prepared_connections():
     found = settings_in_clean_env(DEBUG="true", DATABASE_URL="postgres://cm:pw@db.internal:5432/costmonitor")
     database = found["database"]
     assert database["ENGINE"] == "django.db.backends.postgresql"
     assert database["NAME"] == "costmonitor"
-    assert database["CONN_MAX_AGE"] > 0 and database["CONN_HEALTH_CHECKS"] is True
+    assert database["CONN_MAX_AGE"] > 0 and database["CONN_HEALTH_CHECKS"] is False
+    assert database["OPTIONS"]["prepare_threshold"] == 1
+    found = settings_in_clean_env(DEBUG="true", DATABASE_URL="postgres://cm:pw@db.internal:5432/costmonitor",
+                                  CONN_HEALTH_CHECKS="true", DATABASE_PREPARED_STATEMENTS="false")
+    assert found["database"]["CONN_HEALTH_CHECKS"] is True
+    assert "prepare_threshold" not in found["database"]["OPTIONS"]
 
 
 def test_redis_url_moves_the_queue_and_the_cache_to_redis():
