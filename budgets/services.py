@@ -25,6 +25,7 @@ from django.db.models import Max, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 
+from costmonitor.db import prepared_cursor
 from costmonitor.errors import BudgetExceeded, InvalidParameters
 from costmonitor.money import MAX_RESERVATION, ZERO, to_money
 
@@ -118,8 +119,8 @@ def budgets_applicable(*, target: SpendTarget) -> list[Budget]:
 
 
 def _budgets_applicable_sql(target: SpendTarget) -> list[Budget]:
-    """The same query hand-written (PostgreSQL returns every column as its Python type): it runs for
-    every recording, and building it with the ORM cost more than running it."""
+    """The same query hand-written and prepared (PostgreSQL returns every column as its Python type): it
+    runs for every check and hold, and building it with the ORM cost more than running it."""
     global _BUDGETS_APPLICABLE_SQL
     if _BUDGETS_APPLICABLE_SQL is None:
         quote = connection.ops.quote_name
@@ -132,7 +133,7 @@ def _budgets_applicable_sql(target: SpendTarget) -> list[Budget]:
     # An empty category or model names no budget (NULL equals nothing).
     params = [scope.ORGANIZATION, scope.TEAM, target.team_id, scope.USER, target.user_id,
               scope.CATEGORY, target.research_category or None, scope.MODEL, target.model_name or None]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_BUDGETS_APPLICABLE_SQL, params)
         rows = cursor.fetchall()
     names = [f.attname for f in Budget._meta.concrete_fields]
