@@ -286,9 +286,11 @@ class CounterWrite:
         added: dict[tuple[int, str], Decimal] = defaultdict(lambda: ZERO)
         for (budget_id, key, _slot), delta in self.deltas.items():
             added[(budget_id, key)] += delta.spent
-        changes = [CounterChange(self.budgets[budget_id], key, totals[(budget_id, key)].spent - added[(budget_id, key)],
-                                 totals[(budget_id, key)].spent, totals[(budget_id, key)].reserved)
-                   for (budget_id, key) in sorted(self.periods)]
+        changes = []
+        for budget_id, key in sorted(self.periods):
+            total = totals[(budget_id, key)]
+            changes.append(CounterChange(self.budgets[budget_id], key, total.spent - added[(budget_id, key)],
+                                         total.spent, total.reserved))
         spend_recorded.send(sender=SpendCounter, changes=changes)
         return changes
 
@@ -406,7 +408,8 @@ cnt AS (
     reserved = c.reserved + EXCLUDED.reserved, calls = c.calls + EXCLUDED.calls, updated_at = EXCLUDED.updated_at
   RETURNING budget_id, period_key, slot, spent, reserved),
 tot AS (
-  SELECT budget_id, period_key, SUM(COALESCE(w.spent, s.spent)) AS spent, SUM(COALESCE(w.reserved, s.reserved)) AS reserved
+  SELECT budget_id, period_key, SUM(COALESCE(w.spent, s.spent)) AS spent,
+    SUM(COALESCE(w.reserved, s.reserved)) AS reserved
   FROM (SELECT budget_id, period_key, slot, spent, reserved FROM {counter}
     WHERE (budget_id, period_key) IN (SELECT budget_id, period_key FROM delta)) s
   FULL JOIN cnt w USING (budget_id, period_key, slot) GROUP BY 1, 2)"""

@@ -176,10 +176,10 @@ def rollups_stored() -> dict[tuple, tuple]:
             .annotate(**{f"total_{name}": Sum(name) for name in _ROLLUP_VALUES}))
     return {
         tuple(row[k] for k in _ROLLUP_KEY): (
-            row["total_calls"], row["total_successful_calls"], row["total_failed_calls"], to_money(row["total_cost_usd"]),
-            to_money(row["total_successful_cost_usd"]), row["total_prompt_tokens"], row["total_completion_tokens"],
-            row["total_total_tokens"], Decimal(row["total_response_time_ms_sum"] or 0).quantize(_MS_QUANTUM),
-            row["total_response_time_count"])
+            row["total_calls"], row["total_successful_calls"], row["total_failed_calls"],
+            to_money(row["total_cost_usd"]), to_money(row["total_successful_cost_usd"]),
+            row["total_prompt_tokens"], row["total_completion_tokens"], row["total_total_tokens"],
+            Decimal(row["total_response_time_ms_sum"] or 0).quantize(_MS_QUANTUM), row["total_response_time_count"])
         for row in rows.iterator(chunk_size=5000)
     }
 

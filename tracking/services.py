@@ -131,9 +131,8 @@ _RECORD_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_
 
 
 def _record_columns() -> list[tuple]:
-    """(field, column, SQL array element type, is JSON) of every stored column, worked out once (the
-    columns are plain lower-case names: unquoted, the statement stays short enough for psycopg to
-    cache its parsing)."""
+    """(field, column, SQL array element type, is JSON) of every stored column, worked out once (plain
+    lower-case names, left unquoted to keep the statement short)."""
     global _RECORD_COLUMNS
     if _RECORD_COLUMNS is None:
         _RECORD_COLUMNS = [
@@ -145,6 +144,7 @@ def _record_columns() -> list[tuple]:
 
 
 _RECORD_COLUMNS: list[tuple] | None = None
+
 # What the rollups need besides RECORDING_COLUMNS (which include each row's number of calls).
 _RECORDS_RETURNING = (*RECORDING_COLUMNS, "operation_type", "success", "prompt_tokens", "completion_tokens",
                       "total_tokens", "response_time_ms", "date_trunc('hour', occurred_at, 'UTC') AS hour",

@@ -30,21 +30,22 @@ def local(*args, fold=0) -> datetime:
 @pytest.fixture
 def budgets(settings, team, other_team, researcher):
     settings.BUDGET_TIMEZONE = "America/New_York"
-    made = [
-        Budget.objects.create(name="Team daily", scope="team", team=team, period="daily", limit_usd=100),
-        Budget.objects.create(name="Other team daily", scope="team", team=other_team, period="daily", limit_usd=100),
-        Budget.objects.create(name="Rita monthly", scope="user", user=researcher, period="monthly", limit_usd=100),
-        Budget.objects.create(name="Pathways daily", scope="category", research_category="pathway_analysis",
-                              period="daily", limit_usd=100),
-        Budget.objects.create(name="Literature monthly", scope="category", research_category="literature_search",
-                              period="monthly", limit_usd=100),
-        Budget.objects.create(name="gpt-4o daily", scope="model", model_name="gpt-4o", period="daily", limit_usd=100),
-        Budget.objects.create(name="Grant", scope="team", team=team, period="fixed", limit_usd=100,
-                              starts_on=date(2025, 3, 1), ends_on=date(2025, 3, 9)),
-        Budget.objects.create(name="Inactive", scope="organization", period="daily", limit_usd=100, is_active=False),
-        Budget.objects.create(name="New daily", scope="team", team=team, period="daily", limit_usd=100),
-        Budget.objects.create(name="New monthly", scope="team", team=team, period="monthly", limit_usd=100),
-    ]
+    for budget in [
+        Budget(name="Team daily", scope="team", team=team, period="daily", limit_usd=100),
+        Budget(name="Other team daily", scope="team", team=other_team, period="daily", limit_usd=100),
+        Budget(name="Rita monthly", scope="user", user=researcher, period="monthly", limit_usd=100),
+        Budget(name="Pathways daily", scope="category", research_category="pathway_analysis",
+               period="daily", limit_usd=100),
+        Budget(name="Literature monthly", scope="category", research_category="literature_search",
+               period="monthly", limit_usd=100),
+        Budget(name="gpt-4o daily", scope="model", model_name="gpt-4o", period="daily", limit_usd=100),
+        Budget(name="Grant", scope="team", team=team, period="fixed", limit_usd=100,
+               starts_on=date(2025, 3, 1), ends_on=date(2025, 3, 9)),
+        Budget(name="Inactive", scope="organization", period="daily", limit_usd=100, is_active=False),
+        Budget(name="New daily", scope="team", team=team, period="daily", limit_usd=100),
+        Budget(name="New monthly", scope="team", team=team, period="monthly", limit_usd=100),
+    ]:
+        budget.save()
     old = local(2020, 1, 1)
     Budget.objects.exclude(name__startswith="New").update(created_at=old)
     # Created late on 9 March 2025 (local): the daily one counts from that day, the monthly from 1 March.
