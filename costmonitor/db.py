@@ -15,9 +15,12 @@ Behind a transaction-mode connection pooler that does not track prepared stateme
 
 from __future__ import annotations
 
+from functools import cache
+
 from django.db import connection
 
 
+@cache
 def _prepared_cursor_classes():
     from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
 
@@ -37,20 +40,14 @@ def _prepared_cursor_classes():
     return PreparedCursor, PreparedDebugCursor
 
 
-_CLASSES = None
-
-
 def prepared_cursor():
     """A cursor whose statements are prepared (PostgreSQL); use as `with prepared_cursor() as cursor:`."""
-    global _CLASSES
     if connection.vendor != "postgresql":
         return connection.cursor()
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    if _CLASSES is None:
-        _CLASSES = _prepared_cursor_classes()
-    cursor_class, debug_class = _CLASSES
+    cursor_class, debug_class = _prepared_cursor_classes()
     with connection.wrap_database_errors:
         raw = cursor_class(connection.connection)
     return debug_class(raw, connection) if connection.queries_logged else connection.make_cursor(raw)

@@ -170,17 +170,27 @@ def _records_insert_sql(bulk: bool) -> str:
 
 
 def _records_insert_params(records: list[UsageRecord], bulk: bool) -> dict:
+    """The insert's parameters: one value per column for a single record, one array per column for many."""
     now = timezone.now()
-    params = {}
     for record in records:
         record.recorded_at = now
-    for index, (f, _column, _db_type, is_json) in enumerate(_record_columns()):
-        if is_json:
-            values = [json.dumps(getattr(record, f.attname)) for record in records]
-        else:
-            values = [getattr(record, f.attname) for record in records]
-        params[f"c{index}"] = values if bulk else values[0]
-    return params
+
+    def value(record, f, is_json):
+        found = getattr(record, f.attname)
+        return json.dumps(found) if is_json else found
+
+    columns = list(enumerate(_record_columns()))
+    if bulk:
+        return {f"c{i}": [value(r, f, is_json) for r in records] for i, (f, _c, _t, is_json) in columns}
+    return {f"c{i}": value(records[0], f, is_json) for i, (f, _c, _t, is_json) in columns}
+
+
+# Each rollup total and what a record adds to it (PostgreSQL, from the records CTE's _RECORDS_RETURNING).
+_ROLLUP_SUMS = {"calls": "calls", "successful_calls": "ok", "failed_calls": "calls - ok", "cost_usd": "cost_usd",
+                "successful_cost_usd": "CASE WHEN success THEN cost_usd ELSE 0 END", "prompt_tokens": "prompt_tokens",
+                "completion_tokens": "completion_tokens", "total_tokens": "total_tokens",
+                "response_time_ms_sum": "response_time_ms",
+                "response_time_count": "(response_time_ms IS NOT NULL)::int"}
 
 
 def _rollups_from_records_sql(records: str) -> str:
@@ -188,14 +198,10 @@ def _rollups_from_records_sql(records: str) -> str:
     connection's slot (the counters' %(slot)s), grouped and sorted: one statement never updates a row
     twice, and concurrent writers lock rows in the same order."""
     keys = "hour, team_id, user_id, model_name, research_category, operation_type"
-    sums = {"calls": "calls", "successful_calls": "ok", "failed_calls": "calls - ok", "cost_usd": "cost_usd",
-            "successful_cost_usd": "CASE WHEN success THEN cost_usd ELSE 0 END", "prompt_tokens": "prompt_tokens",
-            "completion_tokens": "completion_tokens", "total_tokens": "total_tokens",
-            "response_time_ms_sum": "response_time_ms", "response_time_count": "(response_time_ms IS NOT NULL)::int"}
-    return (f"INSERT INTO {HourlyRollup._meta.db_table} AS h ({keys}, slot, {', '.join(sums)}) "
-            f"SELECT {keys}, %(slot)s, {', '.join(f'COALESCE(SUM({value}), 0)' for value in sums.values())} "
+    return (f"INSERT INTO {HourlyRollup._meta.db_table} AS h ({keys}, slot, {', '.join(_ROLLUP_SUMS)}) "
+            f"SELECT {keys}, %(slot)s, {', '.join(f'COALESCE(SUM({value}), 0)' for value in _ROLLUP_SUMS.values())} "
             f"FROM {records} GROUP BY {keys} ORDER BY {keys} ON CONFLICT ({keys}, slot) DO UPDATE SET "
-            + ", ".join(f"{column} = h.{column} + EXCLUDED.{column}" for column in sums))
+            + ", ".join(f"{column} = h.{column} + EXCLUDED.{column}" for column in _ROLLUP_SUMS))
 
 
 _STATEMENTS: dict[bool, str] = {}
@@ -245,8 +251,7 @@ def _rollups_upsert_sql(records: list[UsageRecord]) -> tuple[str, list] | None:
     if not totals:
         return None
     table = HourlyRollup._meta.db_table
-    columns = ("calls", "successful_calls", "failed_calls", "cost_usd", "successful_cost_usd", "prompt_tokens",
-               "completion_tokens", "total_tokens", "response_time_ms_sum", "response_time_count")
+    columns = tuple(_ROLLUP_SUMS)  # in the order of the totals above
     rows, params = [], []
     for key in sorted(totals, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5])):
         rows.append("(" + ", ".join(["%s"] * 6 + ["0"] + ["%s"] * 10) + ")")
