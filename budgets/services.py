@@ -25,7 +25,7 @@ from django.db.models import Max, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 
-from costmonitor.db import prepared_cursor
+from costmonitor.db import prepared_fetchall
 from costmonitor.errors import BudgetExceeded, InvalidParameters
 from costmonitor.money import MAX_RESERVATION, ZERO, to_money
 
@@ -133,9 +133,7 @@ def _budgets_applicable_sql(target: SpendTarget) -> list[Budget]:
     # An empty category or model names no budget (NULL equals nothing).
     params = [scope.ORGANIZATION, scope.TEAM, target.team_id, scope.USER, target.user_id,
               scope.CATEGORY, target.research_category or None, scope.MODEL, target.model_name or None]
-    with prepared_cursor() as cursor:
-        cursor.execute(_BUDGETS_APPLICABLE_SQL, params)
-        rows = cursor.fetchall()
+    rows = prepared_fetchall(_BUDGETS_APPLICABLE_SQL, params)
     names = [f.attname for f in Budget._meta.concrete_fields]
     return [Budget.from_db(connection.alias, names, row) for row in rows]
 
@@ -433,7 +431,7 @@ def recording_counters_sql(*, records: str, holds: HoldChanges | None = None) ->
     Deciding the budgets inside the statement that inserts the records means they are read under
     the lock a budget being created or re-targeted takes on the records (_counters_seed): a record
     is either counted by the seeding or sees the budget, never neither. The statement's text is
-    constant, so it is prepared once per connection (costmonitor.db.prepared_cursor).
+    constant, so it is prepared once per connection (costmonitor.db.prepared_fetchall).
     """
     if records not in _RECORDING_SQL:
         _RECORDING_SQL[records] = _recording_sql(records)

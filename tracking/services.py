@@ -29,7 +29,7 @@ from budgets.services import (
     reservations_lock_for_settlement,
     reservations_mark,
 )
-from costmonitor.db import prepared_cursor
+from costmonitor.db import prepared_fetchall
 from costmonitor.errors import IdempotencyConflict, InvalidParameters
 from costmonitor.money import ZERO
 
@@ -217,9 +217,7 @@ def _write_in_one_statement(records: list[UsageRecord], holds: HoldChanges | Non
         _STATEMENTS[bulk] = (f"WITH rec AS ({_records_insert_sql(bulk)}), {counter_ctes}, "
                              f"rol AS ({_rollups_from_records_sql('rec')}) {select}")
     params.update(_records_insert_params(records, bulk))
-    with prepared_cursor() as cursor:
-        cursor.execute(_STATEMENTS[bulk], params)
-        rows = cursor.fetchall()
+    rows = prepared_fetchall(_STATEMENTS[bulk], params)
     # Ids come from one sequence in row order, so ascending ids match the records' order.
     for record, pk in zip(records, recording_done(rows), strict=True):
         record.pk = pk
