@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
+from costmonitor.cache import cache_get_shared
 from costmonitor.errors import InvalidParameters
 
 from .models import ApiKey, AuditLog, Membership, Team
@@ -74,9 +75,10 @@ def api_key_create(*, user, name: str, team: Team | None = None) -> tuple[ApiKey
 
 
 def api_key_authenticate(*, raw_key: str):
-    """Return (user, api_key) for an active key, else None. Cached by hash; revocation evicts."""
+    """Return (user, api_key) for an active key, else None. Cached by hash; revocation evicts. The
+    objects are shared by the process's requests with this key (cache_get_shared): read-only."""
     key_hash = hash_key(raw_key)
-    found = cache.get(_cache_key(key_hash))
+    found = cache_get_shared(_cache_key(key_hash))
     if found is None:
         api_key = (ApiKey.objects.select_related("user").filter(key_hash=key_hash, revoked_at__isnull=True).first())
         if api_key is None:

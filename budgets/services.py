@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -376,7 +377,13 @@ RECORDING_COLUMNS = ("id", "team_id", "user_id", "research_category", "model_nam
                      "CASE WHEN batch_size > 0 THEN batch_size ELSE 1 END AS calls")
 
 
-def _recording_sql(records: str) -> tuple[str, str]:
+# The holds' changes as rows of the delta CTE (a variant of the statement, for settlements only:
+# adapting four empty arrays cost every plain recording more CPU than anything else it sends).
+_HOLD_DELTAS = """UNION ALL SELECT h.b, h.p, h.s, 0, h.a, 0 FROM unnest(%(hold_budgets)s::bigint[], %(hold_periods)s::varchar[],
+    %(hold_slots)s::smallint[], %(hold_amounts)s::numeric[]) AS h(b, p, s, a)"""
+
+
+def _recording_sql(records: str, with_holds: bool) -> tuple[str, str]:
     """The recording statement's counter CTEs and its final SELECT (see recording_counters_sql).
 
     Which budgets a record counts toward and in which period is decided here, in SQL, as
@@ -396,8 +403,7 @@ def _recording_sql(records: str) -> tuple[str, str]:
   WHERE CASE b.period WHEN '{period.DAILY}' THEN (b.created_at AT TIME ZONE %(zone)s)::date <= r.day
     WHEN '{period.MONTHLY}' THEN date_trunc('month', b.created_at AT TIME ZONE %(zone)s)::date <= r.day
     ELSE b.starts_on <= r.day AND r.day <= b.ends_on END
-  UNION ALL SELECT h.b, h.p, h.s, 0, h.a, 0 FROM unnest(%(hold_budgets)s::bigint[], %(hold_periods)s::varchar[],
-    %(hold_slots)s::smallint[], %(hold_amounts)s::numeric[]) AS h(b, p, s, a)),
+  {_HOLD_DELTAS if with_holds else ""}),
 cnt AS (
   INSERT INTO {counter} AS c (budget_id, period_key, slot, spent, reserved, calls, updated_at)
   SELECT budget_id, period_key, slot, SUM(spent), SUM(reserved), SUM(calls), statement_timestamp() FROM delta
@@ -419,7 +425,7 @@ tot AS (
     return " ".join(ctes.split()), select
 
 
-_RECORDING_SQL: dict[str, tuple[str, str]] = {}
+_RECORDING_SQL: dict[tuple[str, bool], tuple[str, str]] = {}
 
 
 def recording_counters_sql(*, records: str, holds: HoldChanges | None = None) -> tuple[str, str, dict]:
@@ -433,14 +439,15 @@ def recording_counters_sql(*, records: str, holds: HoldChanges | None = None) ->
     is either counted by the seeding or sees the budget, never neither. The statement's text is
     constant, so it is prepared once per connection (costmonitor.db.prepared_fetchall).
     """
-    if records not in _RECORDING_SQL:
-        _RECORDING_SQL[records] = _recording_sql(records)
-    ctes, select = _RECORDING_SQL[records]
-    holds = holds or HoldChanges()
-    keys = sorted(holds.deltas)
-    params = {"zone": settings.BUDGET_TIMEZONE, "slot": counter_slot(),
-              "hold_budgets": [k[0] for k in keys], "hold_periods": [k[1] for k in keys],
-              "hold_slots": [k[2] for k in keys], "hold_amounts": [holds.deltas[k] for k in keys]}
+    variant = (records, bool(holds and holds.deltas))
+    if variant not in _RECORDING_SQL:
+        _RECORDING_SQL[variant] = _recording_sql(*variant)
+    ctes, select = _RECORDING_SQL[variant]
+    params = {"zone": settings.BUDGET_TIMEZONE, "slot": counter_slot()}
+    if variant[1]:
+        keys = sorted(holds.deltas)
+        params.update(hold_budgets=[k[0] for k in keys], hold_periods=[k[1] for k in keys],
+                      hold_slots=[k[2] for k in keys], hold_amounts=[holds.deltas[k] for k in keys])
     return ctes, select, params
 
 
@@ -453,6 +460,15 @@ def _recording_budget_fields():
 _RECORDING_BUDGET_ATTNAMES = {f.attname for f in _recording_budget_fields()}
 
 
+@lru_cache(maxsize=1024)
+def _budget_of_row(alias: str, values: tuple) -> Budget:
+    """One instance per distinct budget row a recording statement returned, shared by the recordings
+    of this process until the row changes (any change gives another tuple): building a model
+    instance cost more than the budget's share of the statement. Receivers of spend_recorded must
+    treat change.budget as read-only."""
+    return Budget.from_db(alias, _RECORDING_BUDGET_ATTNAMES, values)
+
+
 def recording_done(rows) -> list[int]:
     """The rows of a recording statement: announce each period's change (spend_recorded) with its
     total spend before and after, as the statement saw it (see CounterWrite.done), and return the
@@ -463,7 +479,7 @@ def recording_done(rows) -> list[int]:
             ids.append(row[1])
             continue
         _tag, _id, key, spent, reserved, added, *budget_values = row
-        budget = Budget.from_db(connection.alias, _RECORDING_BUDGET_ATTNAMES, budget_values)
+        budget = _budget_of_row(connection.alias, tuple(budget_values))
         changes.append(CounterChange(budget, key, spent - (added or ZERO), spent, reserved))
     changes.sort(key=lambda change: (change.budget.pk, change.period_key))
     spend_recorded.send(sender=SpendCounter, changes=changes)

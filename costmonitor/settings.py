@@ -246,6 +246,7 @@ REST_FRAMEWORK = {
         "costmonitor.api.envelope.EnvelopeBrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["costmonitor.api.parsers.StrictJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "costmonitor.api.negotiation.ApiContentNegotiation",
     "EXCEPTION_HANDLER": "costmonitor.api.exceptions.envelope_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

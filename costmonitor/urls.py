@@ -14,9 +14,9 @@ handler404 = "costmonitor.api.exceptions.api_aware_404"
 handler500 = "costmonitor.api.exceptions.api_aware_500"
 
 api_v1 = [
+    path("", include("tracking.urls")),  # first: the most requested routes are matched soonest
     path("", include("costmonitor.api.urls")),
     path("", include("budgets.urls")),
-    path("", include("tracking.urls")),
     path("", include("alerts.urls")),
     path("", include("breakers.urls")),
 ]

@@ -204,7 +204,7 @@ def _rollups_from_records_sql(records: str) -> str:
             + ", ".join(f"{column} = h.{column} + EXCLUDED.{column}" for column in _ROLLUP_SUMS))
 
 
-_STATEMENTS: dict[bool, str] = {}
+_STATEMENTS: dict[tuple[bool, str], str] = {}
 
 
 def _write_in_one_statement(records: list[UsageRecord], holds: HoldChanges | None = None) -> None:
@@ -213,11 +213,12 @@ def _write_in_one_statement(records: list[UsageRecord], holds: HoldChanges | Non
     atomic by itself; inside a transaction it is part of it."""
     bulk = len(records) > 1
     counter_ctes, select, params = recording_counters_sql(records="rec", holds=holds)
-    if bulk not in _STATEMENTS:
-        _STATEMENTS[bulk] = (f"WITH rec AS ({_records_insert_sql(bulk)}), {counter_ctes}, "
-                             f"rol AS ({_rollups_from_records_sql('rec')}) {select}")
+    variant = (bulk, counter_ctes)  # the counters' CTEs differ when holds are settled
+    if variant not in _STATEMENTS:
+        _STATEMENTS[variant] = (f"WITH rec AS ({_records_insert_sql(bulk)}), {counter_ctes}, "
+                                f"rol AS ({_rollups_from_records_sql('rec')}) {select}")
     params.update(_records_insert_params(records, bulk))
-    rows = prepared_fetchall(_STATEMENTS[bulk], params)
+    rows = prepared_fetchall(_STATEMENTS[variant], params)
     # Ids come from one sequence in row order, so ascending ids match the records' order.
     for record, pk in zip(records, recording_done(rows), strict=True):
         record.pk = pk

@@ -86,6 +86,23 @@ def test_browsable_api_works_for_a_session_user(client, researcher):
     assert "&quot;status&quot;: &quot;success&quot;" in response.content.decode()
 
 
+@pytest.mark.parametrize(("accept", "query", "expected"), [
+    ("", "", "application/json"), ("*/*", "", "application/json"), ("application/json", "", "application/json"),
+    ("text/html,application/xhtml+xml,*/*;q=0.8", "", "text/html"), ("*/*", "?format=api", "text/html"),
+    ("*/*", "?format=json", "application/json")])
+def test_api_clients_get_json_and_browsers_the_browsable_api(client, researcher, accept, query, expected):
+    client.force_login(researcher)
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = client.get(f"/api/v1/system/health{query}", **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith(expected)
+
+
+def test_an_unsatisfiable_accept_header_is_refused(client, researcher):
+    client.force_login(researcher)
+    assert client.get("/api/v1/system/health", HTTP_ACCEPT="image/png").status_code == 406
+
+
 def test_session_writes_to_the_api_need_the_csrf_token(researcher):
     browser = APIClient(enforce_csrf_checks=True)
     browser.force_login(researcher)

@@ -52,3 +52,22 @@ def test_revocation_reaches_every_process_through_redis(redis_cache, researcher_
     assert redis.Redis.from_url(REDIS_TEST_URL).keys(f"*{redis_cache}*apikey:*")
     ApiKey.objects.get(prefix=researcher_client.raw_key[:11]).delete()
     assert researcher_client.get(HEALTH).status_code == 401
+
+
+def test_key_lookup_shares_one_object_per_stored_value_and_follows_redis(redis_cache, researcher):
+    """Each process unpickles a cached key once and reuses it while Redis holds the same value; a
+    change made elsewhere (another process revoking the key) is seen on the next lookup."""
+    from budgets import accounts
+    from budgets.models import ApiKey
+    from django.utils import timezone
+
+    api_key, raw_key = accounts.api_key_create(user=researcher, name="pipeline")
+    accounts.api_key_authenticate(raw_key=raw_key)  # read from the database, now cached in Redis
+    first_user, first_key = accounts.api_key_authenticate(raw_key=raw_key)
+    again_user, again_key = accounts.api_key_authenticate(raw_key=raw_key)
+    assert again_user is first_user and again_key is first_key and first_key.pk == api_key.pk
+    # Another process revokes it: the database row changes and its eviction deletes the Redis entry
+    # (no signal reaches this process).
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+    redis.Redis.from_url(REDIS_TEST_URL).delete(*redis.Redis.from_url(REDIS_TEST_URL).keys(f"{redis_cache}:*apikey:*"))
+    assert accounts.api_key_authenticate(raw_key=raw_key) is None
