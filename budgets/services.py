@@ -379,8 +379,8 @@ RECORDING_COLUMNS = ("id", "team_id", "user_id", "research_category", "model_nam
 
 # The holds' changes as rows of the delta CTE (a variant of the statement, for settlements only:
 # adapting four empty arrays cost every plain recording more CPU than anything else it sends).
-_HOLD_DELTAS = """UNION ALL SELECT h.b, h.p, h.s, 0, h.a, 0 FROM unnest(%(hold_budgets)s::bigint[], %(hold_periods)s::varchar[],
-    %(hold_slots)s::smallint[], %(hold_amounts)s::numeric[]) AS h(b, p, s, a)"""
+_HOLD_DELTAS = """UNION ALL SELECT h.b, h.p, h.s, 0, h.a, 0 FROM unnest(%(hold_budgets)s::bigint[],
+    %(hold_periods)s::varchar[], %(hold_slots)s::smallint[], %(hold_amounts)s::numeric[]) AS h(b, p, s, a)"""
 
 
 def _recording_sql(records: str, with_holds: bool) -> tuple[str, str]:

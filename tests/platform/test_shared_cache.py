@@ -57,9 +57,10 @@ def test_revocation_reaches_every_process_through_redis(redis_cache, researcher_
 def test_key_lookup_shares_one_object_per_stored_value_and_follows_redis(redis_cache, researcher):
     """Each process unpickles a cached key once and reuses it while Redis holds the same value; a
     change made elsewhere (another process revoking the key) is seen on the next lookup."""
+    from django.utils import timezone
+
     from budgets import accounts
     from budgets.models import ApiKey
-    from django.utils import timezone
 
     api_key, raw_key = accounts.api_key_create(user=researcher, name="pipeline")
     accounts.api_key_authenticate(raw_key=raw_key)  # read from the database, now cached in Redis
