@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -100,25 +100,31 @@ def system_alert_raise(*, alert_type: str, level: str, message: str, dedupe_key:
 
 # --- Threshold alerts -------------------------------------------------------------------------
 
+@lru_cache(maxsize=1024)
+def _threshold_amounts(limit: Decimal, percentages: tuple) -> tuple[tuple[str, Decimal, Decimal], ...]:
+    return tuple((level, Decimal(pct), limit * Decimal(pct) / 100)
+                 for (level, _attribute), pct in zip(THRESHOLD_LEVELS, percentages, strict=True))
+
+
+def budget_thresholds(budget: Budget) -> tuple[tuple[str, Decimal, Decimal], ...]:
+    """(level, percentage, amount) of each threshold, worked out once per distinct limit and
+    percentages (every recording asks, for every budget it counts toward)."""
+    return _threshold_amounts(budget.limit_usd, tuple(getattr(budget, attribute) for _, attribute in THRESHOLD_LEVELS))
+
+
 def thresholds_crossed(change: CounterChange) -> list[tuple[str, Decimal]]:
     """Levels whose threshold lies in (spent_before, spent_after]: pure arithmetic, no queries."""
     budget = change.budget
     if budget.limit_usd <= 0 or change.spent_after <= change.spent_before:
         return []
-    crossed = []
-    for level, attribute in THRESHOLD_LEVELS:
-        pct = Decimal(getattr(budget, attribute))
-        threshold = budget.limit_usd * pct / 100
-        if change.spent_before < threshold <= change.spent_after:
-            crossed.append((level, pct))
-    return crossed
+    return [(level, pct) for level, pct, threshold in budget_thresholds(budget)
+            if change.spent_before < threshold <= change.spent_after]
 
 
 def thresholds_reached(budget: Budget, spent: Decimal) -> list[tuple[str, Decimal]]:
     if budget.limit_usd <= 0:
         return []
-    return [(level, Decimal(getattr(budget, attribute))) for level, attribute in THRESHOLD_LEVELS
-            if budget.limit_usd * Decimal(getattr(budget, attribute)) / 100 <= spent]
+    return [(level, pct) for level, pct, threshold in budget_thresholds(budget) if threshold <= spent]
 
 
 def threshold_dedupe_key(budget_id: int, period_key: str, level: str) -> str:
@@ -187,8 +193,7 @@ def thresholds_recheck_needed(change: CounterChange) -> bool:
         return False
     if connection.vendor != "postgresql" or settings.SPEND_COUNTER_SLOTS <= 1:
         return False
-    above = [budget.limit_usd * Decimal(getattr(budget, attribute)) / 100 for _, attribute in THRESHOLD_LEVELS]
-    above = [threshold for threshold in above if threshold > change.spent_after]
+    above = [threshold for _level, _pct, threshold in budget_thresholds(budget) if threshold > change.spent_after]
     if not above:
         return False
     margin = max(budget.limit_usd * RECHECK_MARGIN_FRACTION,

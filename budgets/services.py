@@ -21,7 +21,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Max, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
@@ -151,10 +151,11 @@ def counter_slot() -> int:
     """The counter slot this connection writes: its PostgreSQL backend's pid modulo SPEND_COUNTER_SLOTS
     (0 elsewhere). One connection always writes the same row, concurrent connections mostly not."""
     slots = settings.SPEND_COUNTER_SLOTS
-    if slots <= 1 or connection.vendor != "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]
+    if slots <= 1 or db.vendor != "postgresql":
         return 0
-    connection.ensure_connection()
-    return connection.connection.info.backend_pid % slots
+    db.ensure_connection()
+    return db.connection.info.backend_pid % slots
 
 
 def counters_upsert_sql(deltas: dict[CounterKey, _Delta]) -> tuple[str, list]:
@@ -474,12 +475,13 @@ def recording_done(rows) -> list[int]:
     total spend before and after, as the statement saw it (see CounterWrite.done), and return the
     inserted records' ids in ascending order."""
     ids, changes = [], []
+    alias = connection.alias
     for row in rows:
         if row[0] == 0:
             ids.append(row[1])
             continue
         _tag, _id, key, spent, reserved, added, *budget_values = row
-        budget = _budget_of_row(connection.alias, tuple(budget_values))
+        budget = _budget_of_row(alias, tuple(budget_values))
         changes.append(CounterChange(budget, key, spent - (added or ZERO), spent, reserved))
     changes.sort(key=lambda change: (change.budget.pk, change.period_key))
     spend_recorded.send(sender=SpendCounter, changes=changes)

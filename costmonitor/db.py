@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s|%s")
 
@@ -42,7 +42,9 @@ class NativeStatement:
                 return f"${len(self.names)}"
             return f"${self.names.index(name) + 1}"
 
-        self.text = _PLACEHOLDER.sub(number, sql)
+        # Bytes, the same object every time: psycopg neither encodes it again nor re-hashes it to
+        # find its prepared statement.
+        self.text = _PLACEHOLDER.sub(number, sql).encode()
 
     def bind(self, params) -> list:
         if isinstance(params, dict):
@@ -70,28 +72,29 @@ def _prepared_cursor_classes():
         executed query expects client-side placeholders."""
 
         def debug_sql(self, sql=None, params=None, use_last_executed_query=False, many=False):
-            return super().debug_sql(sql, params, False, many)
+            return super().debug_sql(sql.decode() if isinstance(sql, bytes) else sql, params, False, many)
 
     return PreparedCursor, PreparedDebugCursor
 
 
-def _prepared_cursor():
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
+def _prepared_cursor(db):
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_thread_sharing()
     cursor_class, debug_class = _prepared_cursor_classes()
-    with connection.wrap_database_errors:
-        raw = cursor_class(connection.connection)
-    return debug_class(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
+    with db.wrap_database_errors:
+        raw = cursor_class(db.connection)
+    return debug_class(raw, db) if db.queries_logged else db.make_cursor(raw)
 
 
 def prepared_fetchall(sql: str, params) -> list[tuple]:
     """Run `sql` (constant text, `%s` or `%(name)s` placeholders) prepared on PostgreSQL and return its rows."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        with db.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
     statement = _native(sql)
-    with _prepared_cursor() as cursor:
+    with _prepared_cursor(db) as cursor:
         cursor.execute(statement.text, statement.bind(params))
         return cursor.fetchall()

@@ -54,21 +54,32 @@ def _resolve_cost(event: UsageEvent, field_prefix: str) -> tuple[Decimal, str, s
     return quote.cost_usd, quote.source, quote.version
 
 
+_RECORD_ATTNAMES = [f.attname for f in UsageRecord._meta.concrete_fields]
+_RECORD_RELATIONS = [UsageRecord._meta.get_field(name) for name in ("user", "team", "api_key")]
+
+
 def _build_record(event: UsageEvent, *, user, api_key, team, field_prefix: str) -> UsageRecord:
     cost, source, version = _resolve_cost(event, field_prefix)
-    return UsageRecord(
-        user=user, team=team, api_key=api_key,
-        kind=UsageRecord.OperationKind.BATCH if event.is_batch else UsageRecord.OperationKind.CALL,
-        operation_name=event.operation_name, operation_type=event.operation_type, model_name=event.model_name,
-        research_category=event.research_category, experiment=event.experiment, run_id=event.run_id,
-        prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-        total_tokens=event.total_tokens, cost_usd=cost, price_source=source, price_version=version,
-        response_time_ms=event.response_time_ms, request_size=event.request_size,
-        response_size=event.response_size, success=event.success, error_type=event.error_type,
-        error_message=event.error_message, batch_size=event.batch_size, success_count=event.success_count,
-        error_count=event.error_count, metadata=event.metadata, occurred_at=event.occurred_at,
-        operation_id=event.operation_id,
-    )
+    values = {
+        "id": None, "user_id": user.pk, "team_id": team.pk, "api_key_id": api_key.pk if api_key else None,
+        "kind": UsageRecord.OperationKind.BATCH if event.is_batch else UsageRecord.OperationKind.CALL,
+        "operation_name": event.operation_name, "operation_type": event.operation_type,
+        "model_name": event.model_name, "research_category": event.research_category,
+        "experiment": event.experiment, "run_id": event.run_id, "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens, "total_tokens": event.total_tokens, "cost_usd": cost,
+        "price_source": source, "price_version": version, "response_time_ms": event.response_time_ms,
+        "request_size": event.request_size, "response_size": event.response_size, "success": event.success,
+        "error_type": event.error_type, "error_message": event.error_message, "batch_size": event.batch_size,
+        "success_count": event.success_count, "error_count": event.error_count, "metadata": event.metadata,
+        "occurred_at": event.occurred_at, "recorded_at": None, "operation_id": event.operation_id,
+    }
+    # Positional values take Django's fast path (keyword construction resolves every field by name
+    # and sets the relations through their descriptors); the related objects are then cached as the
+    # keywords would have, so record.user and record.team cost no query.
+    record = UsageRecord(*map(values.__getitem__, _RECORD_ATTNAMES))
+    for relation, related in zip(_RECORD_RELATIONS, (user, team, api_key), strict=True):
+        relation.set_cached_value(record, related)
+    return record
 
 
 def usage_record_many(*, user, api_key=None, events: list[UsageEvent], field_prefix="events") -> list[UsageRecord]:

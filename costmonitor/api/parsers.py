@@ -2,8 +2,9 @@
 
 from django.conf import settings
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
+from rest_framework.utils import json
 
 
 class PayloadTooLarge(APIException):
@@ -13,7 +14,7 @@ class PayloadTooLarge(APIException):
 
 
 class StrictJSONParser(JSONParser):
-    strict = True  # NaN, Infinity and -Infinity are not JSON
+    strict = True  # NaN, Infinity and -Infinity are not JSON (json.strict_constant below)
 
     def parse(self, stream, media_type=None, parser_context=None):
         request = (parser_context or {}).get("request")
@@ -21,4 +22,9 @@ class StrictJSONParser(JSONParser):
         length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
         if limit and length > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes.")
-        return super().parse(stream, media_type, parser_context)
+        # The body at once rather than DRF's decoding reader: the same answer, at a fraction of the CPU.
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return json.loads(stream.read().decode(encoding), parse_constant=json.strict_constant)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
