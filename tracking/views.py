@@ -7,10 +7,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
-from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
+from costmonitor.api.envelope import success_response
 from costmonitor.api.permissions import CanReadBudgets, CanTrackCosts
 from costmonitor.api.scoping import scope_to_teams
 from costmonitor.api.throttles import DashboardThrottle, TrackingThrottle
@@ -53,8 +53,8 @@ class _RecordingView(APIView):
         code, answer, replayed = services.idempotent_call(
             user=request.user, key=key, body={"path": request.path, "body": body},
             produce=produce_json if key else produce)
-        headers = {"Idempotent-Replayed": "true"} if replayed else {}
-        return Response(answer, status=code, headers=headers)
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return success_response(request, answer, code, headers)
 
 
 class TrackCostView(_RecordingView):

@@ -44,6 +44,23 @@ def test_typescript_client_short_shape_is_recorded(researcher_client):
     assert record.price_source == "client" and record.occurred_at <= timezone.now()
 
 
+@pytest.mark.parametrize("accept", ["", "application/json", "text/html"])
+def test_a_recording_answers_json_to_clients_and_the_browsable_api_to_browsers(researcher_client, accept):
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = researcher_client.post("/api/v1/costs/track", {"operation_type": "llm_call", "cost": 0.25},
+                                      format="json", **headers)
+    assert response.status_code == 201
+    if accept == "text/html":
+        assert response["Content-Type"].startswith("text/html")
+        assert "&quot;cost_usd&quot;: 0.25" in response.content.decode()
+    else:
+        assert response["Content-Type"] == "application/json"
+        body = json.loads(response.content)
+        assert set(body) == {"status", "data", "meta"} and body["status"] == "success"
+        assert body["data"]["cost_usd"] == 0.25 and body["meta"]["request_id"] == response["X-Request-ID"]
+    assert UsageRecord.objects.count() == 1
+
+
 def test_rest_client_log_api_call_shape_with_x_api_key_is_recorded(researcher, anon_client):
     raw_key = client_for(researcher).raw_key
     body = {"operation_name": "literature_search", "model_name": "gpt-4o-mini",
