@@ -21,10 +21,12 @@ from django.utils import timezone
 
 from costmonitor.cache import cache_get_shared
 from costmonitor.errors import InvalidParameters
+from costmonitor.near_cache import NearCache
 
 from .models import ApiKey, AuditLog, Membership, Team
 
 ROLES = ("researcher", "admin")
+_near_keys = NearCache("api-keys", ttl=60)
 KEY_PREFIX = "cm_"
 _KEY_CACHE_SECONDS = 300
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -75,9 +77,29 @@ def api_key_create(*, user, name: str, team: Team | None = None) -> tuple[ApiKey
 
 
 def api_key_authenticate(*, raw_key: str):
-    """Return (user, api_key) for an active key, else None. Cached by hash; revocation evicts. The
-    objects are shared by the process's requests with this key (cache_get_shared): read-only."""
+    """Return (user, api_key) for an active key, else None. Cached by hash, in Redis and in each
+    process (the near cache, kept true over pub/sub); revocation evicts both. The objects are shared
+    by the process's requests with this key: read-only."""
     key_hash = hash_key(raw_key)
+    found = _near_keys.get(key_hash)
+    if found is None:
+        token = _near_keys.token()
+        found = _key_lookup(key_hash)
+        if found is None:
+            return None
+        _near_keys.put(key_hash, found, token)
+    user, api_key = found
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
+        # Written at most once a minute per key: last-used is for humans, not for the hot path.
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+        cache.set(_cache_key(key_hash), (user, api_key), _KEY_CACHE_SECONDS)
+    return user, api_key
+
+
+def _key_lookup(key_hash: str):
+    """(user, api_key) from the shared cache, else from the database (then cached), else None."""
     found = cache_get_shared(_cache_key(key_hash))
     if found is None:
         api_key = (ApiKey.objects.select_related("user").filter(key_hash=key_hash, revoked_at__isnull=True).first())
@@ -90,21 +112,14 @@ def api_key_authenticate(*, raw_key: str):
             api_key.user.get_all_permissions()
         found = (api_key.user, api_key)
         cache.set(_cache_key(key_hash), found, _KEY_CACHE_SECONDS)
-    user, api_key = found
-    now = timezone.now()
-    if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
-        # Written at most once a minute per key: last-used is for humans, not for the hot path.
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        api_key.last_used_at = now
-        cache.set(_cache_key(key_hash), (user, api_key), _KEY_CACHE_SECONDS)
-    return user, api_key
+    return found
 
 
 def api_key_revoke(*, api_key: ApiKey, actor) -> ApiKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
-        cache.delete(_cache_key(api_key.key_hash))
+        api_key_cache_evict(key_hashes=[api_key.key_hash])
         AuditLog.objects.create(actor=actor, action="api_key.revoked", object_type="ApiKey",
                                 object_id=str(api_key.pk), changes={"prefix": api_key.prefix})
     return api_key
@@ -147,7 +162,19 @@ def _team_ids(user) -> frozenset:
 
 
 def api_key_cache_evict(*, key_hashes) -> None:
-    cache.delete_many([_cache_key(key_hash) for key_hash in key_hashes])
+    """Forget cached keys everywhere: in Redis and in every process's near cache. Now, and again when
+    the surrounding transaction commits: a lookup in between would read (and cache) the old row."""
+    key_hashes = list(key_hashes)
+    if not key_hashes:
+        return
+
+    def evict():
+        cache.delete_many([_cache_key(key_hash) for key_hash in key_hashes])
+        _near_keys.evict(key_hashes)
+
+    evict()
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(evict)
 
 
 def _evict_changed_key(sender, instance, **kwargs):

@@ -54,21 +54,63 @@ def test_revocation_reaches_every_process_through_redis(redis_cache, researcher_
     assert researcher_client.get(HEALTH).status_code == 401
 
 
-def test_key_lookup_shares_one_object_per_stored_value_and_follows_redis(redis_cache, researcher):
-    """Each process unpickles a cached key once and reuses it while Redis holds the same value; a
-    change made elsewhere (another process revoking the key) is seen on the next lookup."""
+def test_shared_reads_unpickle_each_stored_value_once_and_follow_redis(redis_cache):
+    from django.core.cache import cache
+
+    from costmonitor.cache import cache_get_shared
+
+    cache.set("shared-probe", {"n": 1})
+    first, again = cache_get_shared("shared-probe"), cache_get_shared("shared-probe")
+    assert first == {"n": 1} and again is first
+    cache.set("shared-probe", {"n": 2})  # another process writes a new value
+    assert cache_get_shared("shared-probe") == {"n": 2}
+    cache.delete("shared-probe")
+    assert cache_get_shared("shared-probe") is None
+
+
+def _wait_for(condition, seconds=5.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_each_process_keeps_a_near_copy_of_a_key_that_another_process_can_evict(redis_cache, researcher):
+    """The near cache: once subscribed, a process answers from its own copy (here the Redis entry is
+    removed behind its back, and the key still works); an eviction published by another process
+    (another Redis client) removes that copy within moments, and the revoked key is refused."""
     from django.utils import timezone
 
     from budgets import accounts
     from budgets.models import ApiKey
 
     api_key, raw_key = accounts.api_key_create(user=researcher, name="pipeline")
-    accounts.api_key_authenticate(raw_key=raw_key)  # read from the database, now cached in Redis
-    first_user, first_key = accounts.api_key_authenticate(raw_key=raw_key)
-    again_user, again_key = accounts.api_key_authenticate(raw_key=raw_key)
-    assert again_user is first_user and again_key is first_key and first_key.pk == api_key.pk
-    # Another process revokes it: the database row changes and its eviction deletes the Redis entry
-    # (no signal reaches this process).
+    accounts.api_key_authenticate(raw_key=raw_key)
+    _wait_for(lambda: accounts._near_keys.token() is not None)  # the subscription is confirmed
+    assert accounts.api_key_authenticate(raw_key=raw_key) is not None  # now kept near
+    other_process = redis.Redis.from_url(REDIS_TEST_URL)
+    other_process.delete(*other_process.keys(f"{redis_cache}:*apikey:*"))
+    assert accounts.api_key_authenticate(raw_key=raw_key)[1].pk == api_key.pk  # answered from the near copy
+
     ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
-    redis.Redis.from_url(REDIS_TEST_URL).delete(*redis.Redis.from_url(REDIS_TEST_URL).keys(f"{redis_cache}:*apikey:*"))
+    assert other_process.publish(f"{redis_cache}:1:near-cache:api-keys", api_key.key_hash) == 1
+    _wait_for(lambda: accounts.api_key_authenticate(raw_key=raw_key) is None)
+
+
+def test_revoking_in_a_transaction_evicts_again_at_commit(redis_cache, researcher,
+                                                          django_capture_on_commit_callbacks):
+    """A lookup between the revocation and its commit reads the old row and caches it again; the
+    second eviction at commit removes that copy."""
+    from django.core.cache import cache
+
+    from budgets import accounts
+
+    api_key, raw_key = accounts.api_key_create(user=researcher, name="pipeline")
+    user, cached_key = accounts.api_key_authenticate(raw_key=raw_key)
+    with django_capture_on_commit_callbacks(execute=True):
+        accounts.api_key_revoke(api_key=api_key, actor=researcher)
+        # Another process, still seeing the row active before the commit, caches the key again.
+        cache.set(accounts._cache_key(api_key.key_hash), (user, cached_key), 300)
     assert accounts.api_key_authenticate(raw_key=raw_key) is None
