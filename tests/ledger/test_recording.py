@@ -219,6 +219,30 @@ def test_a_bulk_request_with_one_bad_event_stores_nothing(researcher_client):
     assert_nothing_stored()
 
 
+def test_a_bulk_stores_every_field_exactly_as_a_single_track_does(researcher_client):
+    awkward = 'quote " backslash \\ newline \n tab \t brace { comma , unicode é 漢 🙂 NULL-ish "NULL"'
+    event = {"operation_name": awkward, "operation_type": "llm_call", "model_name": "gpt-4o-mini",
+             "research_category": "pathway_analysis", "experiment": "exp {1}", "run_id": 'run "7"',
+             "token_usage": {"prompt_tokens": 1234, "completion_tokens": 56}, "cost_usd": "0.123457",
+             "response_time_ms": 812.125, "request_size": 2048, "response_size": 9_000_000_000, "success": False,
+             "error_type": "Timeout", "error_message": awkward, "occurred_at": "2026-01-02T03:04:05.678901Z",
+             "metadata": {"note": awkward, "nested": {"list": [1, 2.5, None, True]}, "": "empty key"}}
+    single = researcher_client.post("/api/v1/costs/track", event, format="json")
+    bulk = researcher_client.post("/api/v1/costs/bulk", {"events": [event, {**event, "model_name": "gpt-4o",
+                                                                              "cost_usd": None}]}, format="json")
+    assert single.status_code == 201 and bulk.status_code == 201, bulk.content
+    ignored = {"id", "recorded_at"}
+    stored = [{k: v for k, v in vars(r).items() if k not in ignored and not k.startswith("_")}
+              for r in UsageRecord.objects.order_by("id")]
+    assert stored[1] == stored[0]
+    assert stored[0]["operation_name"] == awkward and stored[0]["metadata"]["note"] == awkward
+    assert stored[0]["response_size"] == 9_000_000_000 and stored[0]["cost_usd"] == Decimal("0.123457")
+    priced = UsageRecord.objects.get(pk=bulk.json()["data"]["ids"][1])
+    assert priced.price_source == "genai-prices" and priced.cost_usd > 0 and priced.operation_id is None
+    records = UsageRecord.objects.order_by("id")
+    assert records[1].recorded_at == records[2].recorded_at
+
+
 def test_more_than_a_thousand_events_are_refused(researcher_client):
     answer = researcher_client.post("/api/v1/costs/bulk", {"events": [{"cost": 0.1}] * 1001}, format="json")
     assert answer.status_code == 400 and "events" in answer.json()["error"]["details"]
