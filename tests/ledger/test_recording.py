@@ -239,8 +239,6 @@ def test_a_bulk_stores_every_field_exactly_as_a_single_track_does(researcher_cli
     assert stored[0]["response_size"] == 9_000_000_000 and stored[0]["cost_usd"] == Decimal("0.123457")
     priced = UsageRecord.objects.get(pk=bulk.json()["data"]["ids"][1])
     assert priced.price_source == "genai-prices" and priced.cost_usd > 0 and priced.operation_id is None
-    records = UsageRecord.objects.order_by("id")
-    assert records[1].recorded_at == records[2].recorded_at
 
 
 def test_more_than_a_thousand_events_are_refused(researcher_client):
