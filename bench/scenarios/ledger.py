@@ -1,5 +1,7 @@
 """The ledger's figures: budget-check latency, single-event track throughput, bulk ingest rate,
-and the number of SQL queries each request makes (counted in-process with CaptureQueriesContext)."""
+and the number of SQL queries each request makes (counted in-process with CaptureQueriesContext).
+Track and bulk run ROUNDS times, each round right after its own /healthz measurement; the median
+round is reported (track as a ratio to its own /healthz), with every round's figure beside it."""
 
 from __future__ import annotations
 
@@ -43,24 +45,47 @@ def _queries_per_request(ctx) -> dict[str, int]:
     return counts
 
 
+ROUNDS = 3  # the shared VM's speed drifts by tens of percent within minutes: pair each figure with its ceiling
+
+
+def _rounds(ctx, measure_one):
+    """ROUNDS measurements, each right after a fresh /healthz one: [(measurement, its healthz rps)]."""
+    pairs = []
+    for _ in range(ROUNDS):
+        ceiling = ctx.measure("GET", "/healthz", n=3000, concurrency=8, headers={"Authorization": ""}, warmup=100)
+        pairs.append((measure_one(), ceiling.rps))
+    return pairs
+
+
+def _median_round(pairs, key):
+    return sorted(pairs, key=lambda pair: key(*pair))[len(pairs) // 2]
+
+
 def run(ctx) -> list[tuple[str, str]]:
     check = ctx.measure("POST", "/api/v1/budget/check", body=CHECK_BODY, n=1500, concurrency=1, warmup=100)
-    track = ctx.measure("POST", "/api/v1/costs/track", bodies=TRACK_BODIES, n=4000, concurrency=8, warmup=200)
-    bulk = ctx.measure("POST", "/api/v1/costs/bulk", bodies=[_bulk_body(i) for i in range(4)], n=40,
-                       concurrency=2, warmup=4)
+    tracks = _rounds(ctx, lambda: ctx.measure("POST", "/api/v1/costs/track", bodies=TRACK_BODIES, n=3000,
+                                              concurrency=8, warmup=200))
+    bulks = _rounds(ctx, lambda: ctx.measure("POST", "/api/v1/costs/bulk", bodies=[_bulk_body(i) for i in range(4)],
+                                             n=30, concurrency=2, warmup=4))
+    track_ratios = [m.rps / ceiling for m, ceiling in tracks]
+    track, ceiling = _median_round(tracks, key=lambda m, ceiling: m.rps / ceiling)
+    track_ratio = track.rps / ceiling
+    bulk_eps = [m.rps * BULK_EVENTS for m, _ in bulks]
+    bulk, _ = _median_round(bulks, key=lambda m, _ceiling: m.rps)
     events_per_second = bulk.rps * BULK_EVENTS
-    ctx.store.setdefault("ledger", {})[ctx.size] = {"check_p50": check.p50, "track_ratio": track.rps / ctx.healthz.rps,
+    ctx.store.setdefault("ledger", {})[ctx.size] = {"check_p50": check.p50, "track_ratio": track_ratio,
                                                     "bulk_eps": events_per_second}
-    failed = {name: m.statuses for name, m in (("check", check), ("track", track), ("bulk", bulk)) if m.errors}
+    measured = [("check", check)] + [("track", m) for m, _ in tracks] + [("bulk", m) for m, _ in bulks]
+    failed = {name: m.statuses for name, m in measured if m.errors}
     lines = [
         ("budget check p50 / p99 (1 client)", f"{check.p50:8.2f} ms / {check.p99:.2f} ms   "
                                               f"({ctx.ratio_latency(check.p50)})"),
         ("single-event track (8 clients)", f"{track.rps:8.0f} req/s   p50 {track.p50:.1f} ms   "
-                                           f"({ctx.ratio_rps(track.rps)})"),
+                                           f"({track_ratio * 100:.0f}% of the /healthz measured just before; "
+                                           f"rounds {', '.join(f'{r * 100:.0f}%' for r in track_ratios)})"),
         ("bulk ingest (1,000-event requests, 2 clients)", f"{events_per_second:8.0f} events/s   "
                                                           f"p50 {bulk.p50:.0f} ms per request   "
-                                                          f"({events_per_second / ctx.healthz.rps:.1f}x "
-                                                          "/healthz req/s)"),
+                                                          f"(rounds {', '.join(f'{e:.0f}' for e in bulk_eps)})"),
     ]
     lines += [(f"SQL queries per {label}", f"{count:8d}") for label, count in _queries_per_request(ctx).items()]
     if failed:
