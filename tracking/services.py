@@ -209,7 +209,8 @@ def _json_rows(records: list[UsageRecord]) -> str:
             found = values[attname]
             row[key] = None if found is None else str(found)
         for key, attname in as_moment:
-            row[key] = values[attname].isoformat()
+            found = values[attname]
+            row[key] = None if found is None else found.isoformat()
         rows.append(row)
     return json.dumps(rows, separators=(",", ":"))
 
