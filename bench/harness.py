@@ -106,8 +106,5 @@ class BenchContext:
                 statuses[status] = statuses.get(status, 0) + count
         return Measurement(n, seconds, latencies, statuses, errors)
 
-    def ratio_rps(self, rps: float) -> str:
-        return f"{rps / self.healthz.rps * 100:.0f}% of /healthz" if self.healthz and self.healthz.rps else "n/a"
-
     def ratio_latency(self, ms: float) -> str:
         return f"{ms / self.healthz.p50:.1f}x /healthz p50" if self.healthz and self.healthz.p50 else "n/a"

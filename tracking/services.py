@@ -142,18 +142,11 @@ def _write_in_python(records: list[UsageRecord], holds: HoldChanges) -> None:
 _RECORD_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 
 
+@lru_cache(maxsize=1)
 def _record_columns() -> list[tuple]:
     """(field, column, SQL type, is JSON) of every stored column, worked out once (plain
     lower-case names, left unquoted to keep the statement short)."""
-    global _RECORD_COLUMNS
-    if _RECORD_COLUMNS is None:
-        _RECORD_COLUMNS = [
-            (f, f.column, f.db_type(connection), f.get_internal_type() == "JSONField")
-            for f in _RECORD_FIELDS]
-    return _RECORD_COLUMNS
-
-
-_RECORD_COLUMNS: list[tuple] | None = None
+    return [(f, f.column, f.db_type(connection), f.get_internal_type() == "JSONField") for f in _RECORD_FIELDS]
 
 # What the rollups need besides RECORDING_COLUMNS (which include each row's number of calls).
 _RECORDS_RETURNING = (*RECORDING_COLUMNS, "operation_type", "success", "prompt_tokens", "completion_tokens",

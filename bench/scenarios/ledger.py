@@ -1,7 +1,7 @@
 """The ledger's figures: budget-check latency, single-event track throughput, bulk ingest rate,
 and the number of SQL queries each request makes (counted in-process with CaptureQueriesContext).
-Track and bulk run ROUNDS times, each round right after its own /healthz measurement; the median
-round is reported (track as a ratio to its own /healthz), with every round's figure beside it."""
+Check, track and bulk run ROUNDS times, each round right after its own /healthz measurement; the
+median round is reported (check and track also relative to that /healthz), with the rounds' figures."""
 
 from __future__ import annotations
 
