@@ -81,6 +81,9 @@ def setup_django():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
+    # Before gunicorn starts: with DEBUG off, WhiteNoise indexes the static files once at start-up
+    # and {% static %} needs the manifest collectstatic writes.
+    call_command("collectstatic", interactive=False, verbosity=0)
     import redis
 
     redis.Redis.from_url(SERVER_ENV["CACHE_URL"]).flushdb()

@@ -60,10 +60,6 @@ def _queries_per_overview(user) -> int:
 
 
 def run(ctx) -> list[tuple[str, str]]:
-    from django.core.management import call_command
-
-    # The server runs with DEBUG off: {% static %} needs the manifest collectstatic writes.
-    call_command("collectstatic", interactive=False, verbosity=0)
     admin = _portal_user("bench-portal-admin", "admin", "Bench Lab")
     researcher = _portal_user("bench-portal-researcher", "researcher", "Proteomics")
     lines, figures = [], {}
