@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.db.models import Sum
+from django.db.models.signals import post_init
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -15,6 +16,8 @@ from budgets import services as budget_services
 from budgets.models import AuditLog, Budget, Membership, Reservation, SpendCounter
 from tests.conftest import client_for
 from tests.counters import CounterTotal, counter_total
+from tracking import services as tracking_services
+from tracking.events import parse_event
 from tracking.models import HourlyRollup, ModelPriceOverride, UsageRecord
 from tracking.rebuild import counters_rebuild
 
@@ -239,6 +242,36 @@ def test_a_bulk_stores_every_field_exactly_as_a_single_track_does(researcher_cli
     assert stored[0]["response_size"] == 9_000_000_000 and stored[0]["cost_usd"] == Decimal("0.123457")
     priced = UsageRecord.objects.get(pk=bulk.json()["data"]["ids"][1])
     assert priced.price_source == "genai-prices" and priced.cost_usd > 0 and priced.operation_id is None
+
+
+def test_the_records_a_recording_returns_are_the_stored_ones(researcher, django_assert_num_queries):
+    events = [parse_event({"cost_usd": "0.25", "model_name": "gpt-4o", "metadata": {"k": [1]},
+                           "occurred_at": "2026-01-02T03:04:05Z"}),
+              parse_event({"model_name": "gpt-4o-mini", "token_usage": {"prompt_tokens": 10}})]
+    returned = tracking_services.usage_record_many(user=researcher, events=events)
+    for record in returned:
+        stored = UsageRecord.objects.get(pk=record.pk)
+        assert {f.attname: f.value_from_object(record) for f in UsageRecord._meta.concrete_fields} == \
+            {f.attname: f.value_from_object(stored) for f in UsageRecord._meta.concrete_fields}
+        assert record._state.adding is False
+        with django_assert_num_queries(0):
+            assert record.user == researcher and record.team.pk == record.team_id
+
+
+def test_model_init_signals_reach_their_listeners_when_there_are_any(researcher_client):
+    seen = []
+
+    def listener(sender, instance, **kwargs):
+        seen.append(instance)
+
+    post_init.connect(listener, sender=UsageRecord)
+    try:
+        answer = researcher_client.post("/api/v1/costs/bulk", {"events": [{"cost": 0.1}, {"cost": 0.2}]},
+                                        format="json")
+    finally:
+        post_init.disconnect(listener, sender=UsageRecord)
+    assert answer.status_code == 201, answer.content
+    assert sorted(r.cost_usd for r in seen) == [Decimal("0.1"), Decimal("0.2")]
 
 
 def test_more_than_a_thousand_events_are_refused(researcher_client):
