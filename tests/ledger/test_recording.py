@@ -228,7 +228,9 @@ def test_a_bulk_stores_every_field_exactly_as_a_single_track_does(researcher_cli
              "research_category": "pathway_analysis", "experiment": "exp {1}", "run_id": 'run "7"',
              "token_usage": {"prompt_tokens": 1234, "completion_tokens": 56}, "cost_usd": "0.123457",
              "response_time_ms": 812.125, "request_size": 2048, "response_size": 9_000_000_000, "success": False,
-             "error_type": "Timeout", "error_message": awkward, "occurred_at": "2026-01-02T03:04:05.678901Z",
+             "error_type": "Timeout", "error_message": awkward,
+             # Relative, with microseconds: recordings accept at most 400 days back.
+             "occurred_at": (timezone.now() - timedelta(days=30)).replace(microsecond=678901).isoformat(),
              "metadata": {"note": awkward, "nested": {"list": [1, 2.5, None, True]}, "": "empty key"}}
     single = researcher_client.post("/api/v1/costs/track", event, format="json")
     bulk = researcher_client.post("/api/v1/costs/bulk", {"events": [event, {**event, "model_name": "gpt-4o",
@@ -246,7 +248,7 @@ def test_a_bulk_stores_every_field_exactly_as_a_single_track_does(researcher_cli
 
 def test_the_records_a_recording_returns_are_the_stored_ones(researcher, django_assert_num_queries):
     events = [parse_event({"cost_usd": "0.25", "model_name": "gpt-4o", "metadata": {"k": [1]},
-                           "occurred_at": "2026-01-02T03:04:05Z"}),
+                           "occurred_at": (timezone.now() - timedelta(days=3)).isoformat()}),
               parse_event({"model_name": "gpt-4o-mini", "token_usage": {"prompt_tokens": 10}})]
     returned = tracking_services.usage_record_many(user=researcher, events=events)
     for record in returned:
