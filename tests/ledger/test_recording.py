@@ -252,12 +252,13 @@ def test_the_records_a_recording_returns_are_the_stored_ones(researcher, django_
               parse_event({"model_name": "gpt-4o-mini", "token_usage": {"prompt_tokens": 10}})]
     returned = tracking_services.usage_record_many(user=researcher, events=events)
     for record in returned:
-        stored = UsageRecord.objects.get(pk=record.pk)
-        assert {f.attname: f.value_from_object(record) for f in UsageRecord._meta.concrete_fields} == \
-            {f.attname: f.value_from_object(stored) for f in UsageRecord._meta.concrete_fields}
-        assert record._state.adding is False
+        # No query: every field is set in memory (none deferred) and the relations are cached.
         with django_assert_num_queries(0):
+            in_memory = {f.attname: f.value_from_object(record) for f in UsageRecord._meta.concrete_fields}
             assert record.user == researcher and record.team.pk == record.team_id
+        stored = UsageRecord.objects.get(pk=record.pk)
+        assert in_memory == {f.attname: f.value_from_object(stored) for f in UsageRecord._meta.concrete_fields}
+        assert record._state.adding is False
 
 
 def test_model_init_signals_reach_their_listeners_when_there_are_any(researcher_client):
