@@ -167,7 +167,8 @@ def start_server(port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [gunicorn, "costmonitor.wsgi", "-w", "4", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}",
          "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **SERVER_ENV}, start_new_session=True)
+        cwd=ROOT, env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "bench.settings"},
+        start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
