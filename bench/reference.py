@@ -31,9 +31,8 @@ def orm_insert(request):
         _OWNER.update(user_id=admin.pk, team_id=admin.teams.values_list("pk", flat=True)[0])
     now = timezone.now()
     record = UsageRecord.objects.create(**_OWNER, operation_name=ORM_INSERT_NAME, operation_type="llm_call",
-                                        model_name="gpt-4o-mini",
-                                        cost_usd=Decimal("0.0021"), total_tokens=420, occurred_at=now,
-                                        recorded_at=now)
+                                        model_name="gpt-4o-mini", cost_usd=Decimal("0.0021"), total_tokens=420,
+                                        occurred_at=now, recorded_at=now)
     return JsonResponse({"id": record.pk}, status=201)
 
 

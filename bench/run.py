@@ -2,7 +2,8 @@
 
 Builds a fresh database (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/costmonitor_bench),
 loads usage records with COPY, derives counters and rollups with the rebuild_counters logic, starts
-`gunicorn -w 4 -k gthread --threads 4`, then for each size measures /healthz (the ceiling) and runs
+`gunicorn -w 4 -k gthread --threads 4` (settings bench.settings: the project's plus the reference route of
+bench/reference.py), then for each size measures /healthz (the ceiling) and runs
 every module in bench/scenarios/ (`run(ctx) -> [(label, figure)]`). Outside the test suite.
 
     .venv/bin/python bench/run.py [--sizes 10000,1000000] [--only ledger,dashboards] [--keep]

@@ -66,7 +66,7 @@ def _median_round(pairs, key):
     return sorted(pairs, key=lambda pair: key(*pair))[len(pairs) // 2]
 
 
-def _track_then_reference(ctx, references: list) -> object:
+def _track_then_reference(ctx, references: list):
     """One track round, then the plain ORM insert on the same server (appended to `references`)."""
     track = ctx.measure("POST", "/api/v1/costs/track", bodies=TRACK_BODIES, n=3000, concurrency=8, warmup=200)
     references.append(ctx.measure("POST", ORM_INSERT_PATH, body={}, n=3000, concurrency=8, warmup=200,
@@ -117,7 +117,7 @@ def run(ctx) -> list[tuple[str, str]]:
                                            f"rounds {', '.join(f'{r * 100:.0f}%' for r in track_ratios)})"),
         ("plain ORM insert, the issue's yardstick", f"{statistics.median(orm_ratios) * 100:8.0f}% of /healthz   "
                                                     f"(rounds {', '.join(f'{r * 100:.0f}%' for r in orm_ratios)}); "
-                                                    f"track = {track_vs_orm:.2f}x its req/s (median round)"),
+                                                    f"track = {track_vs_orm:.2f}x its req/s (median of rounds)"),
         ("bulk ingest (1,000-event requests, 2 clients)", f"{events_per_second:8.0f} events/s   "
                                                           f"p50 {bulk.p50:.0f} ms per request   "
                                                           f"(rounds {', '.join(f'{e:.0f}' for e in bulk_eps)})"),
