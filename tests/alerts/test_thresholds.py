@@ -105,13 +105,13 @@ def test_the_monitor_creates_missed_threshold_alerts_once(researcher, team):
     assert not BudgetAlert.objects.exists()
     first = monitor_cycle_run()
     assert first["cycle_completed"] and first["threshold_alerts"] == 2
-    after_first = BudgetAlert.objects.count()
-    assert set(BudgetAlert.objects.filter(budget=budget).values_list("alert_level", flat=True)) == {
-        "warning", "critical"}
+    assert set(BudgetAlert.objects.filter(budget=budget, alert_type="threshold").values_list(
+        "alert_level", flat=True)) == {"warning", "critical"}
     again = monitor_cycle_run()
+    # Only threshold alerts are this test's subject: 30 minutes later a forecast alert may rightly
+    # appear too (a day at 95 % late in the evening, depending on the hour the suite runs).
     late = monitor_cycle_run(now=timezone.now() + timedelta(minutes=30))
-    assert again["alerts_generated"] == 0 and late["alerts_generated"] == 0
-    assert BudgetAlert.objects.count() == after_first
+    assert again["threshold_alerts"] == 0 and late["threshold_alerts"] == 0
     assert BudgetAlert.objects.filter(alert_type="threshold").count() == 2
 
 
