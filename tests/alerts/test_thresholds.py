@@ -90,12 +90,12 @@ def test_recording_succeeds_when_the_queue_is_down_and_the_monitor_sends_later(
     with django_capture_on_commit_callbacks(execute=True):
         r = researcher_client.post("/api/v1/costs/track", {"cost_usd": 8}, format="json")
     assert r.status_code == 201, r.content
-    delivery = AlertDelivery.objects.get(alert__alert_level="warning")
+    delivery = AlertDelivery.objects.get(alert__alert_type="threshold", alert__alert_level="warning")
     assert delivery.status == "pending" and delivery.enqueued_at is None
     monkeypatch.undo()
     cycle = monitor_cycle_run()
     assert cycle["deliveries_queued"] == 1 and cycle["threshold_alerts"] == 0
-    warning = AlertDelivery.objects.get(alert__alert_level="warning")
+    warning = AlertDelivery.objects.get(alert__alert_type="threshold", alert__alert_level="warning")
     assert tasks.deliver(warning.pk) == "sent"
 
 
