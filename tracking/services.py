@@ -12,7 +12,7 @@ from datetime import UTC
 from decimal import Decimal
 from functools import lru_cache
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
@@ -336,6 +336,24 @@ def request_fingerprint(body) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
+def _idempotency_claim(*, user, key: str, fingerprint: str) -> int | None:
+    """Insert the owner's row for `key` unless it exists: the new row's id, or None when the key is
+    taken. One statement, no savepoint (the SDK sends a key with every record, so this is its hot
+    path): if another transaction is inserting the same key, it waits on the unique index until that
+    one ends, then either finds the key taken (committed) or takes it (rolled back)."""
+    fields = IdempotencyRecord._meta
+    values = {"user_id": user.pk, "key": key, "request_hash": fingerprint, "response_status": 0,
+              "response_body": {}, "created_at": timezone.now()}
+    columns = [fields.get_field(name).column for name in values]
+    params = [fields.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    sql = (f"INSERT INTO {fields.db_table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+           f"ON CONFLICT (user_id, key) DO NOTHING RETURNING id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def idempotent_call(*, user, key: str | None, body, produce) -> tuple[int, dict, bool]:
     """Run `produce() -> (status, body)` once per (owner, key); retries replay the first answer.
 
@@ -351,17 +369,13 @@ def idempotent_call(*, user, key: str | None, body, produce) -> tuple[int, dict,
         raise InvalidParameters("Must not contain NUL characters or unpaired surrogates.", field="Idempotency-Key")
     fingerprint = request_fingerprint(body)
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                claim = IdempotencyRecord.objects.create(user=user, key=key, request_hash=fingerprint,
-                                                         response_status=0)
-        except IntegrityError:
+        claim_id = _idempotency_claim(user=user, key=key, fingerprint=fingerprint)
+        if claim_id is None:
             first = IdempotencyRecord.objects.get(user=user, key=key)
             if first.request_hash != fingerprint:
                 raise IdempotencyConflict(details={"Idempotency-Key": [
-                    "Already used with a different request body."]}) from None
+                    "Already used with a different request body."]})
             return first.response_status, first.response_body, True
         status, answer = produce()
-        claim.response_status, claim.response_body = status, answer
-        claim.save(update_fields=["response_status", "response_body"])
+        IdempotencyRecord.objects.filter(pk=claim_id).update(response_status=status, response_body=answer)
     return status, answer, False

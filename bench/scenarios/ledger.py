@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import uuid
 
 from bench.reference import ORM_INSERT_NAME, ORM_INSERT_PATH
 
@@ -39,12 +40,16 @@ def _queries_per_request(ctx) -> dict[str, int]:
 
     client = Client(HTTP_AUTHORIZATION=ctx.headers["Authorization"])
     counts = {}
-    for label, path, body in (("budget check", "/api/v1/budget/check", CHECK_BODY),
-                              ("track (one event)", "/api/v1/costs/track", TRACK_BODIES[0]),
-                              ("bulk (1,000 events)", "/api/v1/costs/bulk", _bulk_body(0))):
-        client.post(path, json.dumps(body), content_type="application/json")  # warm caches
+    for label, path, body, keyed in (("budget check", "/api/v1/budget/check", CHECK_BODY, False),
+                                     ("track (one event)", "/api/v1/costs/track", TRACK_BODIES[0], False),
+                                     ("track with an Idempotency-Key (the SDK's)", "/api/v1/costs/track",
+                                      TRACK_BODIES[0], True),
+                                     ("bulk (1,000 events)", "/api/v1/costs/bulk", _bulk_body(0), False)):
+        # A fresh key for each request: a repeated one would be a replay.
+        headers = (lambda: {"HTTP_IDEMPOTENCY_KEY": uuid.uuid4().hex}) if keyed else dict
+        client.post(path, json.dumps(body), content_type="application/json", **headers())  # warm caches
         with CaptureQueriesContext(connection) as queries:
-            answer = client.post(path, json.dumps(body), content_type="application/json")
+            answer = client.post(path, json.dumps(body), content_type="application/json", **headers())
         assert answer.status_code in (200, 201), answer.content[:300]
         counts[label] = len(queries)
     return counts
