@@ -42,8 +42,7 @@ def _queries_per_request(ctx) -> dict[str, int]:
     counts = {}
     for label, path, body, keyed in (("budget check", "/api/v1/budget/check", CHECK_BODY, False),
                                      ("track (one event)", "/api/v1/costs/track", TRACK_BODIES[0], False),
-                                     ("track with an Idempotency-Key (the SDK's)", "/api/v1/costs/track",
-                                      TRACK_BODIES[0], True),
+                                     ("keyed track (the SDK's)", "/api/v1/costs/track", TRACK_BODIES[0], True),
                                      ("bulk (1,000 events)", "/api/v1/costs/bulk", _bulk_body(0), False)):
         # A fresh key for each request: a repeated one would be a replay.
         headers = (lambda: {"HTTP_IDEMPOTENCY_KEY": uuid.uuid4().hex}) if keyed else dict
