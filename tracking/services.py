@@ -336,20 +336,30 @@ def request_fingerprint(body) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
+_CLAIM_FIELDS = ("user", "key", "request_hash", "response_status", "response_body", "created_at")
+
+
+@lru_cache(maxsize=1)
+def _idempotency_claim_sql() -> str:
+    """The claim's statement, worked out once; its conflict target is the model's unique constraint."""
+    meta = IdempotencyRecord._meta
+    owner_key = next(c for c in meta.constraints if c.name == "unique_idempotency_key_per_owner")
+    columns = ", ".join(meta.get_field(name).column for name in _CLAIM_FIELDS)
+    target = ", ".join(meta.get_field(name).column for name in owner_key.fields)
+    return (f"INSERT INTO {meta.db_table} ({columns}) VALUES ({', '.join(['%s'] * len(_CLAIM_FIELDS))}) "
+            f"ON CONFLICT ({target}) DO NOTHING RETURNING {meta.pk.column}")
+
+
 def _idempotency_claim(*, user, key: str, fingerprint: str) -> int | None:
     """Insert the owner's row for `key` unless it exists: the new row's id, or None when the key is
     taken. One statement, no savepoint (the SDK sends a key with every record, so this is its hot
     path): if another transaction is inserting the same key, it waits on the unique index until that
     one ends, then either finds the key taken (committed) or takes it (rolled back)."""
-    fields = IdempotencyRecord._meta
-    values = {"user_id": user.pk, "key": key, "request_hash": fingerprint, "response_status": 0,
-              "response_body": {}, "created_at": timezone.now()}
-    columns = [fields.get_field(name).column for name in values]
-    params = [fields.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
-    sql = (f"INSERT INTO {fields.db_table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
-           f"ON CONFLICT (user_id, key) DO NOTHING RETURNING id")
+    meta = IdempotencyRecord._meta
+    values = zip(_CLAIM_FIELDS, (user.pk, key, fingerprint, 0, {}, timezone.now()), strict=True)
+    params = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_idempotency_claim_sql(), params)
         row = cursor.fetchone()
     return row[0] if row else None
 
